@@ -1,0 +1,194 @@
+//! A repository in a local (or NAS-mounted) folder: `config`, `keys/`, `data/<2 hex>/`,
+//! `index/`, `snapshots/`, `locks/`. Objects are written to a temporary name, synced,
+//! then renamed into place, so a crash never leaves a half-written object under its name.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Backend, Kind};
+use crate::error::{Error, Result};
+
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
+        LocalBackend { root: root.into() }
+    }
+
+    fn dir(&self, kind: Kind, name: &str) -> PathBuf {
+        match kind {
+            Kind::Config => self.root.clone(),
+            Kind::Pack => self.root.join("data").join(&name[..name.len().min(2)]),
+            _ => self.root.join(kind.dir()),
+        }
+    }
+
+    fn path(&self, kind: Kind, name: &str) -> PathBuf {
+        match kind {
+            Kind::Config => self.root.join("config"),
+            _ => self.dir(kind, name).join(name),
+        }
+    }
+}
+
+fn not_found_or_io(e: std::io::Error, op: &'static str, path: &Path) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::NotFound(format!("{} is missing", path.display()))
+    } else {
+        Error::io(op, path, e)
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    // Best effort: some filesystems (and network shares) refuse fsync on directories.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self) -> Result<()> {
+        if self.root.join("config").exists() {
+            return Err(Error::RepositoryExists(self.location()));
+        }
+        for d in ["keys", "data", "index", "snapshots", "locks"] {
+            let p = self.root.join(d);
+            fs::create_dir_all(&p).map_err(|e| Error::io("creating", &p, e))?;
+        }
+        for i in 0..256 {
+            let p = self.root.join("data").join(format!("{i:02x}"));
+            fs::create_dir_all(&p).map_err(|e| Error::io("creating", &p, e))?;
+        }
+        Ok(())
+    }
+
+    fn read(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {
+        let p = self.path(kind, name);
+        fs::read(&p).map_err(|e| not_found_or_io(e, "reading", &p))
+    }
+
+    fn read_range(&self, kind: Kind, name: &str, offset: u64, length: usize) -> Result<Vec<u8>> {
+        let p = self.path(kind, name);
+        let mut f = File::open(&p).map_err(|e| not_found_or_io(e, "opening", &p))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| Error::io("seeking in", &p, e))?;
+        let mut buf = vec![0u8; length];
+        let mut got = 0;
+        while got < length {
+            match f.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("reading", &p, e)),
+            }
+        }
+        if got < length {
+            return Err(Error::corrupt(
+                p.display().to_string(),
+                format!("object is truncated (wanted bytes {offset}..{})", offset + length as u64),
+            ));
+        }
+        Ok(buf)
+    }
+
+    fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
+        let dir = self.dir(kind, name);
+        fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+        let final_path = self.path(kind, name);
+        let tmp = dir.join(format!(".tmp-{}-{}", name, crate::id::Id::random().short()));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| Error::io("creating", &tmp, e))?;
+            f.write_all(data).map_err(|e| Error::io("writing", &tmp, e))?;
+            f.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
+            fs::rename(&tmp, &final_path).map_err(|e| Error::io("renaming", &tmp, e))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result?;
+        sync_dir(&dir);
+        Ok(())
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        let mut dirs = vec![self.root.join(kind.dir())];
+        if kind == Kind::Pack {
+            dirs = read_dir_names(&dirs[0])?
+                .into_iter()
+                .map(|(n, _)| dirs[0].join(n))
+                .collect();
+        }
+        for d in dirs {
+            for (name, size) in read_dir_names(&d)? {
+                if !name.starts_with('.') {
+                    out.push((name, size));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn remove(&self, kind: Kind, name: &str) -> Result<()> {
+        let p = self.path(kind, name);
+        fs::remove_file(&p).map_err(|e| not_found_or_io(e, "removing", &p))
+    }
+
+    fn exists(&self, kind: Kind, name: &str) -> Result<bool> {
+        let p = self.path(kind, name);
+        match fs::symlink_metadata(&p) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("checking", &p, e)),
+        }
+    }
+}
+
+fn read_dir_names(dir: &Path) -> Result<Vec<(String, u64)>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("listing", dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
+        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        if let Ok(name) = entry.file_name().into_string() {
+            out.push((name, size));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_list_remove() {
+        let dir = std::env::temp_dir().join(format!("bz-local-{}", std::process::id()));
+        let b = LocalBackend::new(&dir);
+        b.create().unwrap();
+        b.write(Kind::Pack, "abcdef", b"0123456789").unwrap();
+        assert_eq!(b.read(Kind::Pack, "abcdef").unwrap(), b"0123456789");
+        assert_eq!(b.read_range(Kind::Pack, "abcdef", 2, 3).unwrap(), b"234");
+        assert!(b.read_range(Kind::Pack, "abcdef", 8, 5).is_err());
+        assert_eq!(b.list(Kind::Pack).unwrap(), vec![("abcdef".into(), 10)]);
+        b.remove(Kind::Pack, "abcdef").unwrap();
+        assert!(matches!(b.read(Kind::Pack, "abcdef"), Err(Error::NotFound(_))));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

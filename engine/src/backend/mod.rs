@@ -1,0 +1,44 @@
+//! Storage backends: one small trait over whole objects named by kind and name. Writes are
+//! atomic (an object is there whole or not at all); reads of part of an object are ranged.
+
+pub mod local;
+
+use crate::error::Result;
+
+/// The folders of a repository; every object lives in exactly one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Config,
+    Key,
+    Pack,
+    Index,
+    Snapshot,
+    Lock,
+}
+
+impl Kind {
+    pub fn dir(self) -> &'static str {
+        match self {
+            Kind::Config => "",
+            Kind::Key => "keys",
+            Kind::Pack => "data",
+            Kind::Index => "index",
+            Kind::Snapshot => "snapshots",
+            Kind::Lock => "locks",
+        }
+    }
+}
+
+pub trait Backend: Send + Sync {
+    /// Where the repository is, for messages.
+    fn location(&self) -> String;
+    /// Creates the repository's folders; fails if a config already exists.
+    fn create(&self) -> Result<()>;
+    fn read(&self, kind: Kind, name: &str) -> Result<Vec<u8>>;
+    fn read_range(&self, kind: Kind, name: &str, offset: u64, length: usize) -> Result<Vec<u8>>;
+    fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()>;
+    /// Every object of a kind with its size in bytes.
+    fn list(&self, kind: Kind) -> Result<Vec<(String, u64)>>;
+    fn remove(&self, kind: Kind, name: &str) -> Result<()>;
+    fn exists(&self, kind: Kind, name: &str) -> Result<bool>;
+}

@@ -1,0 +1,847 @@
+//! The backup operation. One walker thread lists directories and queues the files that
+//! changed; worker threads read, chunk, hash, compress and seal them; uploader threads
+//! store finished packs and write the index every few packs; this thread assembles
+//! directory trees in post-order as their files complete. All queues are bounded, so
+//! memory does not grow with the number or size of files.
+//!
+//! Write order (docs/FORMAT.md, "Crash safety"): packs, then index objects naming
+//! them, then the snapshot naming the root tree.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use dashmap::DashSet;
+
+use crate::blob::{self, worth_compressing};
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::glob::{any_matches, Pattern};
+use crate::id::Id;
+use crate::index::Index;
+use crate::pack::{BlobKind, FinishedPack, PackBlob, PackBuilder};
+use crate::repo::Repository;
+use crate::snapshot::{Snapshot, SnapshotEntry, Summary};
+use crate::tree::{Name, Node, NodeKind, Tree};
+
+/// What to leave out of a backup.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    pub excludes: Vec<Pattern>,
+    /// A directory holding a file of one of these names is left out whole.
+    pub exclude_if_present: Vec<String>,
+    /// Leave out directories holding a valid CACHEDIR.TAG.
+    pub exclude_caches: bool,
+    pub exclude_larger_than: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The newest snapshot of the same host, paths and job.
+    Auto,
+    /// Read every file again.
+    None,
+    Given(Id),
+}
+
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    pub paths: Vec<PathBuf>,
+    pub selection: Selection,
+    pub tags: Vec<String>,
+    pub hostname: String,
+    pub job: Option<String>,
+    pub parent: ParentChoice,
+    /// Files read and compressed at once.
+    pub threads: usize,
+    /// Concurrent pack uploads.
+    pub uploads: usize,
+    /// Write an index object after this many packs (and at least every `index_interval`).
+    pub index_every_packs: usize,
+    pub index_interval: Duration,
+}
+
+impl BackupOptions {
+    pub fn new(paths: Vec<PathBuf>) -> BackupOptions {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        BackupOptions {
+            paths,
+            selection: Selection::default(),
+            tags: Vec::new(),
+            hostname: crate::sys::hostname(),
+            job: None,
+            parent: ParentChoice::Auto,
+            threads: cores.max(2),
+            uploads: 1,
+            index_every_packs: 4,
+            index_interval: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Live counters a front end may show while the backup runs, and where warnings go.
+pub struct BackupProgress {
+    pub files_done: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_done: AtomicU64,
+    pub bytes_added: AtomicU64,
+    pub errors: AtomicU64,
+    pub current: Mutex<PathBuf>,
+    warn: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl BackupProgress {
+    pub fn new(warn: impl Fn(&str) + Send + Sync + 'static) -> BackupProgress {
+        BackupProgress {
+            files_done: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
+            bytes_added: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            current: Mutex::new(PathBuf::new()),
+            warn: Box::new(warn),
+        }
+    }
+}
+
+pub struct BackupResult {
+    pub snapshot: SnapshotEntry,
+    /// Problems met while loading the index (damaged index objects and the like).
+    pub index_problems: Vec<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unchanged: AtomicU64,
+    dirs_new: AtomicU64,
+    dirs_changed: AtomicU64,
+    dirs_unchanged: AtomicU64,
+    changed_during_read: AtomicU64,
+    total_files: AtomicU64,
+    total_bytes: AtomicU64,
+    blobs_added: AtomicU64,
+    data_added_raw: AtomicU64,
+    packs_written: AtomicU64,
+}
+
+/// Everything the threads share.
+struct Shared<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    seen: DashSet<Id>,
+    packers: [Mutex<PackBuilder>; 2],
+    upload_tx: Mutex<Option<SyncSender<FinishedPack>>>,
+    failed: AtomicBool,
+    first_failure: Mutex<Option<Error>>,
+    progress: &'a BackupProgress,
+    counters: Counters,
+    error_messages: Mutex<Vec<String>>,
+    chunker: Chunker,
+    selection: &'a Selection,
+}
+
+const MAX_ERROR_MESSAGES: usize = 100;
+
+impl Shared<'_> {
+    fn warn(&self, msg: String) {
+        self.progress.errors.fetch_add(1, Relaxed);
+        (self.progress.warn)(&msg);
+        let mut m = self.error_messages.lock().unwrap();
+        if m.len() < MAX_ERROR_MESSAGES {
+            m.push(msg);
+        }
+    }
+
+    fn fail(&self, e: Error) {
+        self.failed.store(true, Relaxed);
+        let mut f = self.first_failure.lock().unwrap();
+        if f.is_none() {
+            *f = Some(e);
+        }
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        if self.failed.load(Relaxed) {
+            Err(Error::Backend("backup aborted after a storage error".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn known(&self, id: &Id) -> bool {
+        self.index.contains(id) || self.seen.contains(id)
+    }
+
+    /// Stores a blob unless the repository (or this run) already has it.
+    fn save(&self, kind: BlobKind, id: Id, plain: &[u8], try_compress: bool) -> Result<()> {
+        self.check_failed()?;
+        if self.index.contains(&id) || !self.seen.insert(id) {
+            return Ok(());
+        }
+        let repo = self.repo;
+        let stored = blob::encode(
+            repo.keys(),
+            kind.object_type(),
+            Some(&id),
+            plain,
+            repo.compression,
+            try_compress,
+        );
+        self.counters.blobs_added.fetch_add(1, Relaxed);
+        if kind == BlobKind::Data {
+            self.counters
+                .data_added_raw
+                .fetch_add(plain.len() as u64, Relaxed);
+        }
+        self.progress
+            .bytes_added
+            .fetch_add(stored.len() as u64, Relaxed);
+        let finished = {
+            let mut p = self.packers[kind.code() as usize].lock().unwrap();
+            p.add(id, plain.len(), &stored);
+            (p.len() >= repo.config().pack_size).then(|| p.finish(repo.keys()))
+        };
+        if let Some(f) = finished {
+            self.send_pack(f)?;
+        }
+        Ok(())
+    }
+
+    fn send_pack(&self, pack: FinishedPack) -> Result<()> {
+        let tx = self.upload_tx.lock().unwrap().clone();
+        match tx {
+            Some(tx) if tx.send(pack).is_ok() => Ok(()),
+            _ => Err(Error::Backend("pack upload stopped".into())),
+        }
+    }
+
+    fn flush_packs(&self) -> Result<()> {
+        for p in &self.packers {
+            let finished = {
+                let mut p = p.lock().unwrap();
+                (!p.is_empty()).then(|| p.finish(self.repo.keys()))
+            };
+            if let Some(f) = finished {
+                self.send_pack(f)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Index entries of uploaded packs not yet written to an index object.
+struct PendingIndex {
+    packs: Vec<(Id, Vec<PackBlob>)>,
+    last_write: Instant,
+}
+
+fn upload_loop(
+    shared: &Shared,
+    rx: &Mutex<Receiver<FinishedPack>>,
+    pending: &Mutex<PendingIndex>,
+    every: usize,
+    interval: Duration,
+) {
+    loop {
+        let pack = match rx.lock().unwrap().recv() {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        if shared.failed.load(Relaxed) {
+            continue; // drain so senders never block
+        }
+        let result = shared.repo.write_pack(pack.kind, &pack.bytes).and_then(|id| {
+            shared.counters.packs_written.fetch_add(1, Relaxed);
+            let mut p = pending.lock().unwrap();
+            p.packs.push((id, pack.blobs));
+            if p.packs.len() >= every || p.last_write.elapsed() >= interval {
+                let packs = std::mem::take(&mut p.packs);
+                p.last_write = Instant::now();
+                shared.repo.write_index(&packs)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            shared.fail(e);
+        }
+    }
+}
+
+struct FileJob {
+    path: PathBuf,
+    node: Node,
+    done: SyncSender<Option<Node>>,
+}
+
+enum Pending {
+    Ready(Node),
+    File {
+        path: PathBuf,
+        done: Receiver<Option<Node>>,
+    },
+    Dir {
+        node: Node,
+        seq: u64,
+        parent_subtree: Option<Id>,
+    },
+}
+
+struct PendingDir {
+    seq: u64,
+    entries: Vec<Pending>,
+}
+
+/// The selected paths as a tree of names from `/`, so a snapshot holds them at their
+/// real place (`home/alice/Documents/...`) with the folders above them.
+#[derive(Default)]
+struct PathTrie {
+    selected: bool,
+    children: BTreeMap<Vec<u8>, PathTrie>,
+}
+
+fn normalise(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path)
+        .map_err(|e| Error::io("resolving", path, e))?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+struct Walker<'s, 'a> {
+    shared: &'s Shared<'a>,
+    job_tx: SyncSender<FileJob>,
+    dir_tx: SyncSender<PendingDir>,
+    next_seq: u64,
+}
+
+impl Walker<'_, '_> {
+    fn parent_tree(&self, parent: Option<&Node>) -> Option<Tree> {
+        let id = parent.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
+        self.shared.repo.read_tree(self.shared.index, &id).ok()
+    }
+
+    fn excluded_dir(&self, path: &Path) -> bool {
+        let sel = self.shared.selection;
+        if sel
+            .exclude_if_present
+            .iter()
+            .any(|m| path.join(m).symlink_metadata().is_ok())
+        {
+            return true;
+        }
+        if sel.exclude_caches {
+            if let Ok(mut f) = File::open(path.join("CACHEDIR.TAG")) {
+                let mut head = [0u8; CACHEDIR_SIGNATURE.len()];
+                if f.read_exact(&mut head).is_ok() && head == CACHEDIR_SIGNATURE {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn send_dir(&mut self, entries: Vec<Pending>) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        // The receiver lives until the walker is done; a send error means it failed.
+        let _ = self.dir_tx.send(PendingDir { seq, entries });
+        seq
+    }
+
+    /// One directory entry: a ready node, a queued file, or a walked sub-directory.
+    /// `descend` is false for folders above the selected paths.
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: &OsStr,
+        parent: Option<&Node>,
+        below: Option<&PathTrie>,
+    ) -> Option<Pending> {
+        let sh = self.shared;
+        let md = match fs::symlink_metadata(path) {
+            Ok(md) => md,
+            Err(e) => {
+                sh.warn(format!("{}: {e} (skipped)", path.display()));
+                return None;
+            }
+        };
+        let sel = sh.selection;
+        if below.is_none_or(|t| t.selected) && any_matches(&sel.excludes, path.as_os_str().as_bytes()) {
+            return None;
+        }
+        let mut node = Node::from_metadata(name, &md);
+        match node.kind {
+            NodeKind::File => {
+                if sel.exclude_larger_than.is_some_and(|l| node.size > l) {
+                    return None;
+                }
+                sh.counters.total_files.fetch_add(1, Relaxed);
+                sh.counters.total_bytes.fetch_add(node.size, Relaxed);
+                if let Some(old) = parent.filter(|old| node.unchanged_since(old)) {
+                    if old.content.iter().all(|id| sh.known(id)) {
+                        node.content = old.content.clone();
+                        sh.counters.files_unchanged.fetch_add(1, Relaxed);
+                        sh.progress.files_done.fetch_add(1, Relaxed);
+                        sh.progress.bytes_done.fetch_add(node.size, Relaxed);
+                        return Some(Pending::Ready(node));
+                    }
+                }
+                let c = &sh.counters;
+                if parent.is_some_and(|p| p.kind == NodeKind::File) {
+                    c.files_changed.fetch_add(1, Relaxed);
+                } else {
+                    c.files_new.fetch_add(1, Relaxed);
+                }
+                let (done, rx) = sync_channel(1);
+                let job = FileJob {
+                    path: path.to_path_buf(),
+                    node,
+                    done,
+                };
+                if self.job_tx.send(job).is_err() {
+                    return None;
+                }
+                Some(Pending::File {
+                    path: path.to_path_buf(),
+                    done: rx,
+                })
+            }
+            NodeKind::Dir => {
+                let selected = below.is_none_or(|t| t.selected);
+                if selected && self.excluded_dir(path) {
+                    return None;
+                }
+                let parent_tree = self.parent_tree(parent);
+                let parent_subtree = parent.and_then(|p| p.subtree);
+                let seq = match below.filter(|t| !t.selected) {
+                    Some(trie) => self.walk_trie(path, trie, parent_tree.as_ref()),
+                    None => self.walk_dir(path, parent_tree.as_ref()),
+                };
+                node.size = 0;
+                Some(Pending::Dir {
+                    node,
+                    seq,
+                    parent_subtree,
+                })
+            }
+            NodeKind::Symlink => {
+                match fs::read_link(path) {
+                    Ok(t) => node.target = Some(Name(t.as_os_str().as_bytes().to_vec())),
+                    Err(e) => {
+                        sh.warn(format!("{}: reading link: {e} (skipped)", path.display()));
+                        return None;
+                    }
+                }
+                Some(Pending::Ready(node))
+            }
+            _ => Some(Pending::Ready(node)),
+        }
+    }
+
+    fn walk_dir(&mut self, path: &Path, parent: Option<&Tree>) -> u64 {
+        let mut names: Vec<_> = match fs::read_dir(path) {
+            Ok(rd) => rd
+                .filter_map(|e| match e {
+                    Ok(e) => Some(e.file_name()),
+                    Err(err) => {
+                        self.shared
+                            .warn(format!("{}: listing: {err}", path.display()));
+                        None
+                    }
+                })
+                .collect(),
+            Err(e) => {
+                self.shared
+                    .warn(format!("{}: cannot list directory: {e}", path.display()));
+                Vec::new()
+            }
+        };
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut entries = Vec::with_capacity(names.len());
+        for name in names {
+            if self.shared.failed.load(Relaxed) {
+                break;
+            }
+            let old = parent.and_then(|t| t.find(name.as_bytes()));
+            if let Some(p) = self.entry(&path.join(&name), &name, old, None) {
+                entries.push(p);
+            }
+        }
+        self.send_dir(entries)
+    }
+
+    fn walk_trie(&mut self, path: &Path, trie: &PathTrie, parent: Option<&Tree>) -> u64 {
+        if trie.selected {
+            return self.walk_dir(path, parent);
+        }
+        let mut entries = Vec::new();
+        for (name, child) in &trie.children {
+            let name = OsStr::from_bytes(name);
+            let old = parent.and_then(|t| t.find(name.as_bytes()));
+            if let Some(p) = self.entry(&path.join(name), name, old, Some(child)) {
+                entries.push(p);
+            }
+        }
+        self.send_dir(entries)
+    }
+}
+
+/// Reads one file into chunks. `None` when it could not be read (already warned).
+fn back_up_file(sh: &Shared, job: &FileJob, scratch: &mut Vec<u8>) -> Option<Node> {
+    let path = &job.path;
+    let mut node = job.node.clone();
+    *sh.progress.current.lock().unwrap() = path.clone();
+    let mut file = match open_for_backup(path) {
+        Ok(f) => f,
+        Err(e) => {
+            sh.warn(format!("{}: {e} (skipped)", path.display()));
+            return None;
+        }
+    };
+    let before = file.metadata().ok();
+    let compress = worth_compressing(path);
+    let mut content = Vec::new();
+    let mut save_chunk = |chunk: &[u8]| -> Result<()> {
+        let id = sh.repo.keys().blob_id(chunk);
+        sh.save(BlobKind::Data, id, chunk, compress)?;
+        content.push(id);
+        sh.progress.bytes_read.fetch_add(chunk.len() as u64, Relaxed);
+        sh.progress.bytes_done.fetch_add(chunk.len() as u64, Relaxed);
+        Ok(())
+    };
+    let small = node.size < sh.chunker.params().min as u64;
+    let read = if small {
+        // Most files are small: one read into a reused buffer, no chunker scratch.
+        scratch.clear();
+        match file.by_ref().take(sh.chunker.params().min as u64 + 1).read_to_end(scratch) {
+            Ok(0) => Ok(0),
+            Ok(n) if n <= sh.chunker.params().min => save_chunk(scratch).map(|_| n as u64),
+            // It grew past the small-file size since lstat: chunk what we have and the rest.
+            Ok(_) => {
+                let mut chained = (&scratch[..]).chain(&mut file);
+                sh.chunker
+                    .for_each_chunk(&mut chained, &mut Vec::new(), &mut save_chunk, |e| {
+                        Error::io("reading", path, e)
+                    })
+            }
+            Err(e) => Err(Error::io("reading", path, e)),
+        }
+    } else {
+        sh.chunker
+            .for_each_chunk(&mut file, scratch, &mut save_chunk, |e| {
+                Error::io("reading", path, e)
+            })
+    };
+    let total = match read {
+        Ok(n) => n,
+        Err(e) => {
+            if !sh.failed.load(Relaxed) {
+                sh.warn(format!("{e} (skipped)"));
+            }
+            return None;
+        }
+    };
+    let after = file.metadata().ok();
+    let changed = match (&before, &after) {
+        (Some(b), Some(a)) => {
+            b.size() != a.size()
+                || b.mtime() != a.mtime()
+                || b.mtime_nsec() != a.mtime_nsec()
+                || total != a.size()
+        }
+        _ => true,
+    };
+    if changed {
+        sh.counters.changed_during_read.fetch_add(1, Relaxed);
+        sh.warn(format!(
+            "{}: file changed while it was read; the snapshot holds the {total} bytes read",
+            path.display()
+        ));
+    }
+    if let Some(a) = &after {
+        // Record what was read, so the next run notices any later change.
+        let fresh = Node::from_metadata(OsStr::new(""), a);
+        node.mtime = fresh.mtime;
+        node.ctime = fresh.ctime;
+    }
+    node.size = total;
+    node.content = content;
+    sh.progress.files_done.fetch_add(1, Relaxed);
+    Some(node)
+}
+
+fn open_for_backup(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NOATIME keeps backups from touching access times; only the owner (or root) may
+    // ask for it, so fall back to a plain open.
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+        .or_else(|_| File::open(path))
+}
+
+/// Assembles trees in post-order as their files complete; returns the root tree id.
+fn assemble_trees(sh: &Shared, dir_rx: Receiver<PendingDir>) -> Result<Option<Id>> {
+    let mut done: HashMap<u64, Id> = HashMap::new();
+    let mut root = None;
+    for pd in dir_rx {
+        let mut nodes = Vec::with_capacity(pd.entries.len());
+        for e in pd.entries {
+            match e {
+                Pending::Ready(n) => nodes.push(n),
+                Pending::File { path, done: rx } => match rx.recv() {
+                    Ok(Some(n)) => nodes.push(n),
+                    Ok(None) => {}
+                    Err(_) => {
+                        sh.check_failed()?;
+                        return Err(Error::Invalid(format!(
+                            "internal error: no result for {}",
+                            path.display()
+                        )));
+                    }
+                },
+                Pending::Dir {
+                    mut node,
+                    seq,
+                    parent_subtree,
+                } => {
+                    let id = done
+                        .remove(&seq)
+                        .ok_or_else(|| Error::Invalid("internal error: tree out of order".into()))?;
+                    let c = &sh.counters;
+                    match parent_subtree {
+                        None => c.dirs_new.fetch_add(1, Relaxed),
+                        Some(p) if p == id => c.dirs_unchanged.fetch_add(1, Relaxed),
+                        Some(_) => c.dirs_changed.fetch_add(1, Relaxed),
+                    };
+                    node.subtree = Some(id);
+                    nodes.push(node);
+                }
+            }
+        }
+        let bytes = Tree { nodes }.to_bytes();
+        let id = sh.repo.keys().blob_id(&bytes);
+        sh.save(BlobKind::Tree, id, &bytes, true)?;
+        done.insert(pd.seq, id);
+        root = Some(id);
+    }
+    Ok(root)
+}
+
+fn find_parent(repo: &Repository, opts: &BackupOptions, paths: &[String]) -> Result<Option<SnapshotEntry>> {
+    match &opts.parent {
+        ParentChoice::None => Ok(None),
+        ParentChoice::Given(id) => Ok(Some(repo.find_snapshot(&id.to_hex())?)),
+        ParentChoice::Auto => {
+            let (snaps, _) = repo.snapshots()?;
+            Ok(snaps.into_iter().rev().find(|s| {
+                let mut p = s.snapshot.paths.clone();
+                p.sort();
+                s.snapshot.hostname == opts.hostname && p == paths && s.snapshot.job == opts.job
+            }))
+        }
+    }
+}
+
+/// Backs up `opts.paths` into a new snapshot.
+pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress) -> Result<BackupResult> {
+    let started = Instant::now();
+    let time = jiff::Timestamp::now();
+    let mut trie = PathTrie::default();
+    let mut paths = Vec::new();
+    for p in &opts.paths {
+        let abs = normalise(p)?;
+        if fs::symlink_metadata(&abs).is_err() {
+            return Err(Error::NotFound(format!("{}: no such file or directory", p.display())));
+        }
+        paths.push(abs.to_string_lossy().into_owned());
+        let mut t = &mut trie;
+        for c in abs.components() {
+            if let Component::Normal(n) = c {
+                t = t.children.entry(n.as_bytes().to_vec()).or_default();
+            }
+        }
+        t.selected = true;
+    }
+    if paths.is_empty() {
+        return Err(Error::Invalid("nothing to back up: give at least one path".into()));
+    }
+    paths.sort();
+    paths.dedup();
+
+    let loaded = repo.load_index()?;
+    for p in &loaded.problems {
+        (progress.warn)(&format!("index: {p}"));
+    }
+    let index = &loaded.index;
+    let parent = find_parent(repo, opts, &paths)?;
+    let parent_root = match &parent {
+        Some(p) => Some(repo.read_tree(index, &p.snapshot.tree)?),
+        None => None,
+    };
+
+    let pack_capacity = repo.config().pack_size + repo.config().chunker.max + 4096;
+    let new_packer = |kind| {
+        let mut p = PackBuilder::new(kind);
+        p.reserve(pack_capacity);
+        Mutex::new(p)
+    };
+    let (upload_tx, upload_rx) = sync_channel::<FinishedPack>(1);
+    let shared = Shared {
+        repo,
+        index,
+        seen: DashSet::new(),
+        packers: [new_packer(BlobKind::Data), new_packer(BlobKind::Tree)],
+        upload_tx: Mutex::new(Some(upload_tx)),
+        failed: AtomicBool::new(false),
+        first_failure: Mutex::new(None),
+        progress,
+        counters: Counters::default(),
+        error_messages: Mutex::new(Vec::new()),
+        chunker: Chunker::new(repo.keys().chunker_seed, repo.config().chunker),
+        selection: &opts.selection,
+    };
+    let pending_index = Mutex::new(PendingIndex {
+        packs: Vec::new(),
+        last_write: Instant::now(),
+    });
+    let upload_rx = Mutex::new(upload_rx);
+    let threads = opts.threads.max(1);
+    let (job_tx, job_rx) = sync_channel::<FileJob>(threads * 64);
+    let job_rx = Mutex::new(job_rx);
+    let (dir_tx, dir_rx) = sync_channel::<PendingDir>(1024);
+
+    let root = std::thread::scope(|s| -> Result<Option<Id>> {
+        let uploaders: Vec<_> = (0..opts.uploads.max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    upload_loop(
+                        &shared,
+                        &upload_rx,
+                        &pending_index,
+                        opts.index_every_packs.max(1),
+                        opts.index_interval,
+                    )
+                })
+            })
+            .collect();
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut scratch = Vec::new();
+                    loop {
+                        let job = match job_rx.lock().unwrap().recv() {
+                            Ok(j) => j,
+                            Err(_) => return,
+                        };
+                        let result = if shared.failed.load(Relaxed) {
+                            None
+                        } else {
+                            back_up_file(&shared, &job, &mut scratch)
+                        };
+                        let _ = job.done.send(result);
+                    }
+                })
+            })
+            .collect();
+        let shared_ref = &shared;
+        let trie_ref = &trie;
+        let parent_root_ref = parent_root.as_ref();
+        // Deep trees recurse: give the walker a generous stack.
+        let walker = std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn_scoped(s, move || {
+                let mut w = Walker {
+                    shared: shared_ref,
+                    job_tx,
+                    dir_tx,
+                    next_seq: 0,
+                };
+                w.walk_trie(Path::new("/"), trie_ref, parent_root_ref);
+            })
+            .expect("starting the walker thread");
+        let root = assemble_trees(&shared, dir_rx);
+        if root.is_err() {
+            shared.failed.store(true, Relaxed);
+        }
+        let _ = walker.join();
+        for w in workers {
+            let _ = w.join();
+        }
+        let flushed = if root.is_ok() { shared.flush_packs() } else { Ok(()) };
+        shared.upload_tx.lock().unwrap().take();
+        for u in uploaders {
+            let _ = u.join();
+        }
+        flushed?;
+        root
+    });
+    if let Some(e) = shared.first_failure.lock().unwrap().take() {
+        return Err(e);
+    }
+    let root = root?.ok_or_else(|| Error::Invalid("nothing was backed up".into()))?;
+    let rest = std::mem::take(&mut pending_index.lock().unwrap().packs);
+    if !rest.is_empty() {
+        repo.write_index(&rest)?;
+    }
+
+    let c = &shared.counters;
+    let error_messages = shared.error_messages.into_inner().unwrap();
+    let summary = Summary {
+        files_new: c.files_new.load(Relaxed),
+        files_changed: c.files_changed.load(Relaxed),
+        files_unchanged: c.files_unchanged.load(Relaxed),
+        dirs_new: c.dirs_new.load(Relaxed),
+        dirs_changed: c.dirs_changed.load(Relaxed),
+        dirs_unchanged: c.dirs_unchanged.load(Relaxed),
+        files_changed_during_read: c.changed_during_read.load(Relaxed),
+        errors: progress.errors.load(Relaxed),
+        total_files: c.total_files.load(Relaxed),
+        total_bytes: c.total_bytes.load(Relaxed),
+        bytes_read: progress.bytes_read.load(Relaxed),
+        data_added_raw: c.data_added_raw.load(Relaxed),
+        bytes_added: progress.bytes_added.load(Relaxed),
+        blobs_added: c.blobs_added.load(Relaxed),
+        packs_written: c.packs_written.load(Relaxed),
+        duration_seconds: started.elapsed().as_secs_f64(),
+        error_messages,
+    };
+    let snapshot = Snapshot {
+        time: time.to_string(),
+        tree: root,
+        paths,
+        hostname: opts.hostname.clone(),
+        username: crate::sys::username(),
+        job: opts.job.clone(),
+        tags: opts.tags.clone(),
+        parent: parent.map(|p| p.id),
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+        summary,
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupResult {
+        snapshot: SnapshotEntry { id, snapshot },
+        index_problems: loaded.problems,
+    })
+}

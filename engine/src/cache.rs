@@ -1,0 +1,78 @@
+//! A local cache of index objects and tree packs, so listing and restoring do not
+//! download them again. Every object is named by the BLAKE3 of its bytes, so a cached
+//! copy is checked on read; a damaged or stale cache is only ever a slower path.
+//! Deleting the whole folder is always safe.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::PathBuf;
+
+use crate::id::Id;
+
+#[derive(Clone, Debug)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+impl Cache {
+    /// `base` is the cache root (e.g. ~/.cache/backazon); each repository gets a folder by id.
+    pub fn new(base: PathBuf, repo_id: &Id) -> Cache {
+        Cache {
+            dir: base.join(repo_id.to_hex()),
+        }
+    }
+
+    /// The platform's cache folder: $BACKAZON_CACHE_DIR, $XDG_CACHE_HOME/backazon, ~/.cache/backazon.
+    pub fn default_base() -> Option<PathBuf> {
+        if let Some(d) = std::env::var_os("BACKAZON_CACHE_DIR") {
+            return Some(PathBuf::from(d));
+        }
+        if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+            return Some(PathBuf::from(d).join("backazon"));
+        }
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("backazon"))
+    }
+
+    fn path(&self, folder: &str, name: &str) -> PathBuf {
+        self.dir.join(folder).join(name)
+    }
+
+    pub fn get(&self, folder: &str, name: &str) -> Option<Vec<u8>> {
+        let p = self.path(folder, name);
+        let data = fs::read(&p).ok()?;
+        if Id::of_object(&data).to_hex() == name {
+            Some(data)
+        } else {
+            let _ = fs::remove_file(&p);
+            None
+        }
+    }
+
+    pub fn contains(&self, folder: &str, name: &str) -> bool {
+        self.path(folder, name).exists()
+    }
+
+    /// Best effort: a cache that cannot be written only costs speed.
+    pub fn put(&self, folder: &str, name: &str, data: &[u8]) {
+        let d = self.dir.join(folder);
+        if fs::create_dir_all(&d).is_err() {
+            return;
+        }
+        let tmp = d.join(format!(".tmp-{}", Id::random().short()));
+        if fs::write(&tmp, data).is_ok() && fs::rename(&tmp, d.join(name)).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+
+    /// Removes cached objects of `folder` that are no longer in the repository.
+    pub fn retain(&self, folder: &str, keep: &HashSet<String>) {
+        if let Ok(rd) = fs::read_dir(self.dir.join(folder)) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !keep.contains(&name) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The check operation: the structure (every index, snapshot and tree readable, every
+//! referenced chunk indexed, every indexed pack present) and, with `read_data`, every
+//! byte (each pack's name matches its contents, each blob opens and matches its id).
+//! Damage is reported with the object and the files it affects.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use crate::backend::Kind;
+use crate::error::Result;
+use crate::id::Id;
+use crate::index::{BlobLocation, Index};
+use crate::pack::{self, BlobKind, PackBlob, TRAILER_LEN};
+use crate::repo::Repository;
+use crate::snapshot::SnapshotEntry;
+use crate::tree::NodeKind;
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    pub snapshots: usize,
+    pub trees: usize,
+    pub packs: usize,
+    pub blobs: usize,
+    pub bytes_read: u64,
+}
+
+impl CheckReport {
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+const MAX_AFFECTED: usize = 1000;
+
+/// Checks the repository. `on_step` hears what is being done, for a front end to show.
+pub fn check(repo: &Repository, read_data: bool, on_step: &dyn Fn(&str)) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    on_step("loading index");
+    let loaded = repo.load_index()?;
+    report.errors.extend(loaded.problems.iter().cloned());
+    for p in &loaded.unindexed_packs {
+        report.warnings.push(format!(
+            "pack {p} is in no index (left by an interrupted backup); its blobs are used from its header"
+        ));
+    }
+    let index = &loaded.index;
+    report.packs = index.packs().len();
+    report.blobs = index.len();
+    for p in index.packs() {
+        if !loaded.pack_sizes.contains_key(p) {
+            report
+                .errors
+                .push(format!("pack {p} is named by the index but missing from storage"));
+        }
+    }
+
+    let mut damaged: HashSet<Id> = HashSet::new();
+    if read_data {
+        on_step("reading all data");
+        let (d, bytes) = read_all_packs(repo, index, &mut report.errors);
+        damaged = d;
+        report.bytes_read = bytes;
+    }
+
+    on_step("checking snapshots and trees");
+    let (snaps, problems) = repo.snapshots()?;
+    report.errors.extend(problems);
+    report.snapshots = snaps.len();
+    let mut seen_trees = HashSet::new();
+    let mut bad_files = Vec::new();
+    for s in &snaps {
+        walk(repo, index, s, &s.snapshot.tree, "", &mut seen_trees, &mut |msg| {
+            report.errors.push(msg)
+        }, &mut |path, ids| {
+            if ids.iter().any(|id| !index.contains(id)) {
+                bad_files.push(format!("snapshot {}: {path}: a chunk of this file is missing", s.id.short()));
+            }
+        });
+    }
+    report.trees = seen_trees.len();
+    report.errors.append(&mut bad_files);
+
+    if !damaged.is_empty() {
+        // Name every file in every snapshot whose data is damaged.
+        let mut affected = Vec::new();
+        for s in &snaps {
+            let mut no_dedup = HashSet::new();
+            walk(repo, index, s, &s.snapshot.tree, "", &mut no_dedup, &mut |_| {}, &mut |path, ids| {
+                if affected.len() < MAX_AFFECTED && ids.iter().any(|id| damaged.contains(id)) {
+                    affected.push(format!("snapshot {}: {path}: damaged data (this file cannot be restored)", s.id.short()));
+                }
+            });
+        }
+        report.errors.extend(affected);
+    }
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn walk(
+    repo: &Repository,
+    index: &Index,
+    snap: &SnapshotEntry,
+    tree_id: &Id,
+    path: &str,
+    seen: &mut HashSet<Id>,
+    on_error: &mut dyn FnMut(String),
+    on_file: &mut dyn FnMut(&str, &[Id]),
+) {
+    if !seen.insert(*tree_id) {
+        return;
+    }
+    let tree = match repo.read_tree(index, tree_id) {
+        Ok(t) => t,
+        Err(e) => {
+            on_error(format!("snapshot {}: {}/: {e}", snap.id.short(), path));
+            return;
+        }
+    };
+    for n in &tree.nodes {
+        let p = format!("{path}/{}", n.name.to_string_lossy());
+        match n.kind {
+            NodeKind::Dir => match &n.subtree {
+                Some(sub) => walk(repo, index, snap, sub, &p, seen, on_error, on_file),
+                None => on_error(format!("snapshot {}: {p}: folder without a tree", snap.id.short())),
+            },
+            NodeKind::File => on_file(&p, &n.content),
+            _ => {}
+        }
+    }
+}
+
+/// Reads every pack whole, on all cores. Returns the ids of damaged blobs.
+fn read_all_packs(repo: &Repository, index: &Index, errors: &mut Vec<String>) -> (HashSet<Id>, u64) {
+    let groups = index.blobs_by_pack();
+    let next = Mutex::new(groups.iter());
+    let damaged = Mutex::new(HashSet::new());
+    let errs = Mutex::new(Vec::new());
+    let bytes = std::sync::atomic::AtomicU64::new(0);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let Some((pack, blobs)) = next.lock().unwrap().next() else {
+                    return;
+                };
+                let (bad, mut msgs, n) = check_pack(repo, pack, blobs);
+                bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                damaged.lock().unwrap().extend(bad);
+                errs.lock().unwrap().append(&mut msgs);
+            });
+        }
+    });
+    errors.extend(errs.into_inner().unwrap());
+    (damaged.into_inner().unwrap(), bytes.into_inner())
+}
+
+fn check_pack(repo: &Repository, pack: &Id, blobs: &[PackBlob]) -> (Vec<Id>, Vec<String>, u64) {
+    let mut errors = Vec::new();
+    let all_damaged = || blobs.iter().map(|b| b.id).collect::<Vec<_>>();
+    let bytes = match repo.backend().read(Kind::Pack, &pack.to_hex()) {
+        Ok(b) => b,
+        Err(e) => {
+            errors.push(format!("pack {pack}: {e}"));
+            return (all_damaged(), errors, 0);
+        }
+    };
+    if Id::of_object(&bytes) != *pack {
+        errors.push(format!(
+            "pack {pack}: contents do not match its name (the object was altered or truncated)"
+        ));
+    }
+    let mut damaged = Vec::new();
+    for b in blobs {
+        let loc = BlobLocation {
+            pack: *pack,
+            kind: b.kind,
+            offset: b.offset,
+            length: b.length,
+            raw_length: b.raw_length,
+        };
+        let stored = bytes.get(b.offset as usize..b.offset as usize + b.length as usize);
+        let result = match stored {
+            Some(st) => repo.decode_blob(b.kind, &b.id, &loc, st).map(|_| ()),
+            None => Err(crate::error::Error::corrupt(
+                format!("blob {} in pack {pack}", b.id),
+                "lies past the end of the pack",
+            )),
+        };
+        if let Err(e) = result {
+            let kind = if b.kind == BlobKind::Tree { "tree" } else { "data" };
+            errors.push(format!("pack {pack}: {kind} {e}"));
+            damaged.push(b.id);
+        }
+    }
+    if bytes.len() >= TRAILER_LEN {
+        let hl = pack::header_length(&bytes);
+        let end = bytes.len() - TRAILER_LEN;
+        match end.checked_sub(hl).map(|start| pack::parse_header(repo.keys(), pack, &bytes[start..end])) {
+            Some(Ok(header)) => {
+                let mut listed: Vec<_> = header.iter().map(|h| h.id).collect();
+                listed.sort();
+                if blobs.iter().any(|b| listed.binary_search(&b.id).is_err()) {
+                    errors.push(format!("pack {pack}: header does not list every blob the index names"));
+                }
+            }
+            Some(Err(e)) => errors.push(format!("pack {pack}: {e}")),
+            None => errors.push(format!("pack {pack}: header length is out of range")),
+        }
+    }
+    (damaged, errors, bytes.len() as u64)
+}

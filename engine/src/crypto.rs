@@ -1,0 +1,264 @@
+//! Keys and sealing: the repository's random master keys, the password-wrapped key files
+//! that unlock them, and AES-256-GCM-SIV sealing of every other object with its type
+//! (and, for a blob, its id) bound as associated data. See docs/FORMAT.md, "Encryption".
+
+use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use aes_gcm_siv::{Aes256GcmSiv, Nonce};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::{from_hex, to_hex, Id};
+
+pub const NONCE_LEN: usize = 12;
+pub const TAG_LEN: usize = 16;
+/// Bytes a sealed object adds to its plaintext.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+/// OWASP 2023 for PBKDF2-HMAC-SHA256; key files with fewer rounds are refused.
+pub const MIN_KDF_ROUNDS: u32 = 600_000;
+
+pub fn fill_random(buf: &mut [u8]) {
+    getrandom::getrandom(buf).expect("the operating system's random source failed");
+}
+
+/// What an object is, bound into its seal so one object cannot stand in for another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectType {
+    DataBlob,
+    TreeBlob,
+    PackHeader,
+    Index,
+    Snapshot,
+}
+
+impl ObjectType {
+    fn tag(self) -> &'static [u8] {
+        match self {
+            ObjectType::DataBlob => b"data",
+            ObjectType::TreeBlob => b"tree",
+            ObjectType::PackHeader => b"pack-header",
+            ObjectType::Index => b"index",
+            ObjectType::Snapshot => b"snapshot",
+        }
+    }
+}
+
+fn associated_data(ty: ObjectType, id: Option<&Id>) -> Vec<u8> {
+    let mut aad = b"backazon/1/".to_vec();
+    aad.extend_from_slice(ty.tag());
+    if let Some(id) = id {
+        aad.push(b'/');
+        aad.extend_from_slice(&id.0);
+    }
+    aad
+}
+
+/// The repository's secrets, created once at `init` and wrapped by every key file.
+#[derive(Clone)]
+pub struct MasterKeys {
+    cipher: Aes256GcmSiv,
+    data_key: [u8; 32],
+    id_key: [u8; 32],
+    pub chunker_seed: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MasterKeysJson {
+    data_key: String,
+    id_key: String,
+    chunker_seed: u64,
+}
+
+impl MasterKeys {
+    pub fn generate() -> MasterKeys {
+        let mut data_key = [0u8; 32];
+        let mut id_key = [0u8; 32];
+        let mut seed = [0u8; 8];
+        fill_random(&mut data_key);
+        fill_random(&mut id_key);
+        fill_random(&mut seed);
+        MasterKeys::from_parts(data_key, id_key, u64::from_le_bytes(seed))
+    }
+
+    fn from_parts(data_key: [u8; 32], id_key: [u8; 32], chunker_seed: u64) -> MasterKeys {
+        MasterKeys {
+            cipher: Aes256GcmSiv::new(&data_key.into()),
+            data_key,
+            id_key,
+            chunker_seed,
+        }
+    }
+
+    /// A chunk's or tree's id: BLAKE3 keyed with the id key, so ids reveal nothing of contents.
+    pub fn blob_id(&self, plaintext: &[u8]) -> Id {
+        Id(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())
+    }
+
+    pub fn seal(&self, ty: ObjectType, id: Option<&Id>, plaintext: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce);
+        let aad = associated_data(ty, id);
+        let ct = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .expect("AES-GCM-SIV encryption cannot fail for in-memory buffers");
+        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Opens a sealed object; `what` names it in the error ("pack 3fa2…", "index/…").
+    pub fn open(
+        &self,
+        ty: ObjectType,
+        id: Option<&Id>,
+        sealed: &[u8],
+        what: &dyn Fn() -> String,
+    ) -> Result<Vec<u8>> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(Error::corrupt(what(), "object is truncated"));
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let aad = associated_data(ty, id);
+        self.cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .map_err(|_| {
+                Error::corrupt(
+                    what(),
+                    "authentication failed (the object was altered, truncated or is not what its name says)",
+                )
+            })
+    }
+
+    fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&MasterKeysJson {
+            data_key: to_hex(&self.data_key),
+            id_key: to_hex(&self.id_key),
+            chunker_seed: self.chunker_seed,
+        })
+        .expect("serialising keys")
+    }
+
+    fn from_json(bytes: &[u8]) -> Option<MasterKeys> {
+        let j: MasterKeysJson = serde_json::from_slice(bytes).ok()?;
+        let data_key: [u8; 32] = from_hex(&j.data_key)?.try_into().ok()?;
+        let id_key: [u8; 32] = from_hex(&j.id_key)?.try_into().ok()?;
+        Some(MasterKeys::from_parts(data_key, id_key, j.chunker_seed))
+    }
+}
+
+/// `keys/<id>`: the master keys wrapped by one password. Plaintext JSON apart from `sealed`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct KeyFile {
+    pub version: u32,
+    pub created: String,
+    pub hostname: String,
+    pub username: String,
+    pub kdf: String,
+    pub rounds: u32,
+    pub salt: String,
+    pub sealed: String,
+}
+
+const KEY_AAD: &[u8] = b"backazon/1/key";
+const KDF_NAME: &str = "pbkdf2-hmac-sha256";
+
+fn derive(password: &[u8], salt: &[u8], rounds: u32) -> Aes256GcmSiv {
+    let mut key = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password, salt, rounds, &mut key);
+    Aes256GcmSiv::new(&key.into())
+}
+
+impl KeyFile {
+    pub fn create(password: &[u8], keys: &MasterKeys, rounds: u32) -> KeyFile {
+        let rounds = rounds.max(MIN_KDF_ROUNDS);
+        let mut salt = [0u8; 32];
+        fill_random(&mut salt);
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce);
+        let ct = derive(password, &salt, rounds)
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &keys.to_json(),
+                    aad: KEY_AAD,
+                },
+            )
+            .expect("encrypting key file");
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&ct);
+        KeyFile {
+            version: 1,
+            created: jiff::Timestamp::now().to_string(),
+            hostname: crate::sys::hostname(),
+            username: crate::sys::username(),
+            kdf: KDF_NAME.into(),
+            rounds,
+            salt: to_hex(&salt),
+            sealed: to_hex(&sealed),
+        }
+    }
+
+    /// `None` when the password does not open this key file (or the file is malformed).
+    pub fn unlock(&self, password: &[u8]) -> Option<MasterKeys> {
+        if self.kdf != KDF_NAME || self.rounds < MIN_KDF_ROUNDS {
+            return None;
+        }
+        let salt = from_hex(&self.salt)?;
+        let sealed = from_hex(&self.sealed)?;
+        if sealed.len() < SEAL_OVERHEAD {
+            return None;
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let plain = derive(password, &salt, self.rounds)
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: KEY_AAD,
+                },
+            )
+            .ok()?;
+        MasterKeys::from_json(&plain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_binds_type_and_id() {
+        let k = MasterKeys::generate();
+        let id = k.blob_id(b"x");
+        let sealed = k.seal(ObjectType::DataBlob, Some(&id), b"secret");
+        let what = || "t".to_string();
+        assert_eq!(
+            k.open(ObjectType::DataBlob, Some(&id), &sealed, &what).unwrap(),
+            b"secret"
+        );
+        assert!(k.open(ObjectType::TreeBlob, Some(&id), &sealed, &what).is_err());
+        let other = k.blob_id(b"y");
+        assert!(k.open(ObjectType::DataBlob, Some(&other), &sealed, &what).is_err());
+        let mut bad = sealed.clone();
+        bad[20] ^= 1;
+        assert!(k.open(ObjectType::DataBlob, Some(&id), &bad, &what).is_err());
+        assert!(k.open(ObjectType::DataBlob, Some(&id), &sealed[..10], &what).is_err());
+    }
+
+    #[test]
+    fn key_file_round_trip() {
+        let k = MasterKeys::generate();
+        let kf = KeyFile::create(b"pw", &k, MIN_KDF_ROUNDS);
+        let back = kf.unlock(b"pw").unwrap();
+        assert_eq!(back.blob_id(b"a"), k.blob_id(b"a"));
+        assert_eq!(back.chunker_seed, k.chunker_seed);
+        assert!(kf.unlock(b"wrong").is_none());
+    }
+}

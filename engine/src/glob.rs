@@ -1,0 +1,195 @@
+//! Glob patterns for excludes and restore filters, matched against paths as bytes.
+//! `*` matches within one path component, `**` across components, `?` one byte,
+//! `[abc]`/`[a-z]`/`[!x]` a class, `\` escapes. A pattern without `/` matches any single
+//! component (`*.tmp`, `node_modules`); one starting with `/` matches from the root;
+//! any other pattern with `/` matches at any depth (`Cache/*.db`).
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    source: String,
+    tokens: Vec<Token>,
+    component_only: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Token {
+    Byte(u8),
+    Any,      // ?
+    Star,     // *
+    DeepStar, // **
+    Class { negated: bool, ranges: Vec<(u8, u8)> },
+}
+
+fn parse(p: &[u8]) -> Result<Vec<Token>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            b'*' if p.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                out.push(Token::DeepStar);
+                // `**/` also matches zero directories: the matcher may skip both.
+                if p.get(i) == Some(&b'/') {
+                    out.push(Token::Byte(b'/'));
+                    i += 1;
+                }
+            }
+            b'*' => {
+                out.push(Token::Star);
+                i += 1;
+            }
+            b'?' => {
+                out.push(Token::Any);
+                i += 1;
+            }
+            b'\\' => {
+                let c = *p
+                    .get(i + 1)
+                    .ok_or_else(|| Error::Invalid("pattern ends with a lone `\\`".into()))?;
+                out.push(Token::Byte(c));
+                i += 2;
+            }
+            b'[' => {
+                let mut j = i + 1;
+                let negated = matches!(p.get(j), Some(b'!') | Some(b'^'));
+                if negated {
+                    j += 1;
+                }
+                let mut ranges = Vec::new();
+                let mut first = true;
+                loop {
+                    let c = *p
+                        .get(j)
+                        .ok_or_else(|| Error::Invalid("unclosed `[` in pattern".into()))?;
+                    if c == b']' && !first {
+                        break;
+                    }
+                    first = false;
+                    if p.get(j + 1) == Some(&b'-') && p.get(j + 2).is_some_and(|&e| e != b']') {
+                        ranges.push((c, p[j + 2]));
+                        j += 3;
+                    } else {
+                        ranges.push((c, c));
+                        j += 1;
+                    }
+                }
+                out.push(Token::Class { negated, ranges });
+                i = j + 1;
+            }
+            c => {
+                out.push(Token::Byte(c));
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn match_tokens(t: &[Token], s: &[u8]) -> bool {
+    match t.first() {
+        None => s.is_empty(),
+        Some(Token::Byte(c)) => s.first() == Some(c) && match_tokens(&t[1..], &s[1..]),
+        Some(Token::Any) => s.first().is_some_and(|&c| c != b'/') && match_tokens(&t[1..], &s[1..]),
+        Some(Token::Class { negated, ranges }) => match s.first() {
+            Some(&c) if c != b'/' => {
+                let hit = ranges.iter().any(|&(a, b)| a <= c && c <= b);
+                hit != *negated && match_tokens(&t[1..], &s[1..])
+            }
+            _ => false,
+        },
+        Some(Token::Star) => {
+            let mut i = 0;
+            loop {
+                if match_tokens(&t[1..], &s[i..]) {
+                    return true;
+                }
+                if i == s.len() || s[i] == b'/' {
+                    return false;
+                }
+                i += 1;
+            }
+        }
+        Some(Token::DeepStar) => {
+            // `**/x` may match `x` at this level.
+            if t.get(1) == Some(&Token::Byte(b'/')) && match_tokens(&t[2..], s) {
+                return true;
+            }
+            (0..=s.len()).any(|i| match_tokens(&t[1..], &s[i..]))
+        }
+    }
+}
+
+impl Pattern {
+    pub fn new(pattern: &str) -> Result<Pattern> {
+        let trimmed = pattern.trim_end_matches('/');
+        if trimmed.is_empty() {
+            return Err(Error::Invalid(format!("empty pattern {pattern:?}")));
+        }
+        let component_only = !trimmed.contains('/');
+        let full = if component_only || trimmed.starts_with('/') {
+            trimmed.to_string()
+        } else {
+            format!("/**/{trimmed}")
+        };
+        Ok(Pattern {
+            source: pattern.to_string(),
+            tokens: parse(full.as_bytes())?,
+            component_only,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Does the pattern match this absolute path (as bytes, `/`-separated)?
+    pub fn matches(&self, path: &[u8]) -> bool {
+        if self.component_only {
+            path.split(|&b| b == b'/')
+                .filter(|c| !c.is_empty())
+                .any(|c| match_tokens(&self.tokens, c))
+        } else {
+            match_tokens(&self.tokens, path)
+        }
+    }
+}
+
+/// Does any of `patterns` match `path`?
+pub fn any_matches(patterns: &[Pattern], path: &[u8]) -> bool {
+    patterns.iter().any(|p| p.matches(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &str, s: &str) -> bool {
+        Pattern::new(p).unwrap().matches(s.as_bytes())
+    }
+
+    #[test]
+    fn component_patterns() {
+        assert!(m("*.tmp", "/home/a/x.tmp"));
+        assert!(m("node_modules", "/w/node_modules"));
+        assert!(m("node_modules", "/w/node_modules/a/b"));
+        assert!(!m("*.tmp", "/home/a/x.tmpl"));
+        assert!(m("?.c", "/src/a.c"));
+        assert!(m("[ab]*.c", "/src/b1.c"));
+        assert!(!m("[!ab]*.c", "/src/b1.c"));
+    }
+
+    #[test]
+    fn path_patterns() {
+        assert!(m("/home/*/Cache", "/home/alice/Cache"));
+        assert!(!m("/home/*/Cache", "/home/alice/x/Cache"));
+        assert!(m("/home/**/Cache", "/home/alice/x/Cache"));
+        assert!(m("/home/**/Cache", "/home/Cache"));
+        assert!(m("Library/Caches", "/Users/a/Library/Caches"));
+        assert!(!m("Library/Caches", "/Users/a/MyLibrary/Caches"));
+        assert!(m("/data/**", "/data/x/y"));
+        assert!(m("a\\*b", "/a*b"));
+        assert!(Pattern::new("[abc").is_err());
+    }
+}

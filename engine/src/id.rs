@@ -1,0 +1,106 @@
+//! 32-byte identifiers: chunk and tree ids (keyed hashes of plaintext) and object names
+//! (unkeyed BLAKE3 of the stored bytes), written as lowercase hex.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Id(pub [u8; 32]);
+
+impl Id {
+    /// The name of a stored object: BLAKE3 of its bytes, so `check` can verify it without a key.
+    pub fn of_object(bytes: &[u8]) -> Id {
+        Id(*blake3::hash(bytes).as_bytes())
+    }
+
+    pub fn random() -> Id {
+        let mut b = [0u8; 32];
+        crate::crypto::fill_random(&mut b);
+        Id(b)
+    }
+
+    pub fn to_hex(&self) -> String {
+        to_hex(&self.0)
+    }
+
+    /// The first 8 hex digits, as shown in listings.
+    pub fn short(&self) -> String {
+        to_hex(&self.0[..4])
+    }
+
+    pub fn from_hex(s: &str) -> Result<Id> {
+        let bytes = from_hex(s).ok_or_else(|| Error::Invalid(format!("not an id: {s:?}")))?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| Error::Invalid(format!("not a 64-digit id: {s:?}")))?;
+        Ok(Id(arr))
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Id({})", self.short())
+    }
+}
+
+impl Serialize for Id {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Id::from_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    s.as_bytes()
+        .chunks(2)
+        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let id = Id::of_object(b"hello");
+        assert_eq!(Id::from_hex(&id.to_hex()).unwrap(), id);
+        assert_eq!(id.short().len(), 8);
+        assert!(Id::from_hex("abc").is_err());
+        assert!(Id::from_hex(&"zz".repeat(32)).is_err());
+    }
+}

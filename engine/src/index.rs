@@ -1,0 +1,232 @@
+//! The index: blob id -> pack, offset, length. In memory it is one sorted array of small
+//! fixed-size entries (about 52 bytes per blob) searched by bisection; on storage,
+//! `index/<id>` objects each list some packs and the blobs they hold.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::pack::{BlobKind, PackBlob};
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    id: Id,
+    pack: u32,
+    offset: u32,
+    length: u32,
+    raw_length: u32,
+    kind: BlobKind,
+}
+
+/// Where to find one blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: Id,
+    pub kind: BlobKind,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_length: u32,
+}
+
+#[derive(Default)]
+pub struct Index {
+    packs: Vec<Id>,
+    pack_numbers: HashMap<Id, u32>,
+    entries: Vec<Entry>,
+    sorted: bool,
+}
+
+impl Index {
+    pub fn new() -> Index {
+        Index {
+            sorted: true,
+            ..Default::default()
+        }
+    }
+
+    /// Adds a pack's blobs; call [`Index::sort`] before lookups.
+    pub fn add_pack(&mut self, pack: Id, blobs: &[PackBlob]) {
+        let next = self.packs.len() as u32;
+        let n = *self.pack_numbers.entry(pack).or_insert(next);
+        if n == next {
+            self.packs.push(pack);
+        }
+        self.entries.extend(blobs.iter().map(|b| Entry {
+            id: b.id,
+            pack: n,
+            offset: b.offset,
+            length: b.length,
+            raw_length: b.raw_length,
+            kind: b.kind,
+        }));
+        self.sorted = false;
+    }
+
+    /// Sorts by id and keeps one location per blob (a blob stored twice by an
+    /// interrupted run is found in either pack; the first seen is kept).
+    pub fn sort(&mut self) {
+        if !self.sorted {
+            self.entries.sort_by(|a, b| a.id.cmp(&b.id));
+            self.entries.dedup_by(|a, b| a.id == b.id);
+            self.entries.shrink_to_fit();
+            self.sorted = true;
+        }
+    }
+
+    pub fn get(&self, id: &Id) -> Option<BlobLocation> {
+        debug_assert!(self.sorted, "index looked up before sort()");
+        let i = self.entries.binary_search_by(|e| e.id.cmp(id)).ok()?;
+        let e = &self.entries[i];
+        Some(BlobLocation {
+            pack: self.packs[e.pack as usize],
+            kind: e.kind,
+            offset: e.offset,
+            length: e.length,
+            raw_length: e.raw_length,
+        })
+    }
+
+    pub fn contains(&self, id: &Id) -> bool {
+        self.get(id).is_some()
+    }
+
+    pub fn has_pack(&self, pack: &Id) -> bool {
+        self.pack_numbers.contains_key(pack)
+    }
+
+    pub fn packs(&self) -> &[Id] {
+        &self.packs
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every blob with its location, grouped by pack in pack order.
+    pub fn blobs_by_pack(&self) -> Vec<(Id, Vec<PackBlob>)> {
+        let mut groups: Vec<Vec<PackBlob>> = vec![Vec::new(); self.packs.len()];
+        for e in &self.entries {
+            groups[e.pack as usize].push(PackBlob {
+                kind: e.kind,
+                id: e.id,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+            });
+        }
+        for g in &mut groups {
+            g.sort_by_key(|b| b.offset);
+        }
+        self.packs.iter().copied().zip(groups).collect()
+    }
+}
+
+const FILE_VERSION: u8 = 1;
+
+/// Plaintext of an `index/<id>` object (before compression and sealing).
+pub fn encode_file(packs: &[(Id, Vec<PackBlob>)]) -> Vec<u8> {
+    let mut out = vec![FILE_VERSION];
+    out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for (pack, blobs) in packs {
+        out.extend_from_slice(&pack.0);
+        out.extend_from_slice(&(blobs.len() as u32).to_le_bytes());
+        for b in blobs {
+            out.push(b.kind.code());
+            out.extend_from_slice(&b.id.0);
+            out.extend_from_slice(&b.offset.to_le_bytes());
+            out.extend_from_slice(&b.length.to_le_bytes());
+            out.extend_from_slice(&b.raw_length.to_le_bytes());
+        }
+    }
+    out
+}
+
+pub fn decode_file(name: &str, data: &[u8]) -> Result<Vec<(Id, Vec<PackBlob>)>> {
+    let bad = || Error::corrupt(format!("index/{name}"), "malformed index contents");
+    let mut r = Reader { data, pos: 0 };
+    if r.take(1).ok_or_else(bad)?[0] != FILE_VERSION {
+        return Err(Error::corrupt(format!("index/{name}"), "unknown index version"));
+    }
+    let npacks = r.u32().ok_or_else(bad)?;
+    let mut out = Vec::new();
+    for _ in 0..npacks {
+        let pack = Id(r.take(32).ok_or_else(bad)?.try_into().unwrap());
+        let n = r.u32().ok_or_else(bad)?;
+        let mut blobs = Vec::with_capacity(n.min(1 << 20) as usize);
+        for _ in 0..n {
+            let kind = BlobKind::from_code(r.take(1).ok_or_else(bad)?[0]).ok_or_else(bad)?;
+            let id = Id(r.take(32).ok_or_else(bad)?.try_into().unwrap());
+            blobs.push(PackBlob {
+                kind,
+                id,
+                offset: r.u32().ok_or_else(bad)?,
+                length: r.u32().ok_or_else(bad)?,
+                raw_length: r.u32().ok_or_else(bad)?,
+            });
+        }
+        out.push((pack, blobs));
+    }
+    if r.pos != data.len() {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.data.get(self.pos..self.pos.checked_add(n)?)?;
+        self.pos += n;
+        Some(s)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(n: u8, offset: u32) -> PackBlob {
+        PackBlob {
+            kind: BlobKind::Data,
+            id: Id([n; 32]),
+            offset,
+            length: 10,
+            raw_length: 20,
+        }
+    }
+
+    #[test]
+    fn lookup_and_file_round_trip() {
+        let packs = vec![
+            (Id([100; 32]), vec![blob(3, 0), blob(1, 10)]),
+            (Id([101; 32]), vec![blob(2, 0)]),
+        ];
+        let bytes = encode_file(&packs);
+        let back = decode_file("x", &bytes).unwrap();
+        assert_eq!(back, packs);
+        assert!(decode_file("x", &bytes[..bytes.len() - 1]).is_err());
+
+        let mut idx = Index::new();
+        for (p, b) in &back {
+            idx.add_pack(*p, b);
+        }
+        idx.sort();
+        assert_eq!(idx.len(), 3);
+        let loc = idx.get(&Id([2; 32])).unwrap();
+        assert_eq!(loc.pack, Id([101; 32]));
+        assert_eq!(idx.get(&Id([1; 32])).unwrap().offset, 10);
+        assert!(!idx.contains(&Id([9; 32])));
+        assert_eq!(std::mem::size_of::<Entry>(), 52);
+    }
+}

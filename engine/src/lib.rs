@@ -1,0 +1,27 @@
+//! Backazon's engine: the repository format (docs/FORMAT.md) and the operations on it.
+//! It knows nothing of terminals, argument parsing or FUSE; front ends call the
+//! operations below and read their progress counters.
+
+pub mod backend;
+pub mod backup;
+pub mod blob;
+pub mod cache;
+pub mod check;
+pub mod chunker;
+pub mod crypto;
+pub mod error;
+pub mod glob;
+pub mod id;
+pub mod index;
+pub mod pack;
+pub mod repo;
+pub mod restore;
+pub mod snapshot;
+pub mod sys;
+pub mod tree;
+
+pub use backend::local::LocalBackend;
+pub use backend::{Backend, Kind};
+pub use error::{Error, Result};
+pub use id::Id;
+pub use repo::{Repository, DEFAULT_PACK_SIZE, FORMAT_VERSION};

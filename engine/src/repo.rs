@@ -1,0 +1,451 @@
+//! An opened repository: its config, its unlocked master keys, its backend and cache, and
+//! the reads and writes every command shares (objects, blobs, trees, snapshots, index, keys).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, Kind};
+use crate::blob::{self, Compression};
+use crate::cache::Cache;
+use crate::chunker::ChunkerParams;
+use crate::crypto::{KeyFile, MasterKeys, ObjectType, MIN_KDF_ROUNDS};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{self, BlobLocation, Index};
+use crate::pack::{self, BlobKind, PackBlob, TRAILER_LEN};
+use crate::snapshot::{Snapshot, SnapshotEntry};
+use crate::tree::Tree;
+
+/// The format version this program writes and the newest it reads (docs/FORMAT.md).
+pub const FORMAT_VERSION: u32 = 1;
+pub const DEFAULT_PACK_SIZE: usize = 16 << 20;
+
+/// `config`: plaintext, because it must be read before any key is known.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    pub format: String,
+    pub version: u32,
+    pub id: Id,
+    pub created: String,
+    pub chunker: ChunkerParams,
+    pub pack_size: usize,
+}
+
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    keys: MasterKeys,
+    config: Config,
+    key_name: String,
+    cache: Option<Cache>,
+    pub compression: Compression,
+}
+
+/// The index as loaded, with what was wrong on the way (for `check` and warnings).
+pub struct LoadedIndex {
+    pub index: Index,
+    /// Index objects that could not be read, and packs whose header could not be read.
+    pub problems: Vec<String>,
+    /// Packs no index names (left by an interrupted backup); their headers were read.
+    pub unindexed_packs: Vec<Id>,
+    /// Sizes of the packs present in storage.
+    pub pack_sizes: HashMap<Id, u64>,
+}
+
+fn read_config(backend: &dyn Backend) -> Result<Config> {
+    let bytes = match backend.read(Kind::Config, "config") {
+        Ok(b) => b,
+        Err(Error::NotFound(_)) => return Err(Error::NoRepository(backend.location())),
+        Err(e) => return Err(e),
+    };
+    let config: Config = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::corrupt(format!("{}/config", backend.location()), e.to_string()))?;
+    if config.format != "backazon" {
+        return Err(Error::corrupt(
+            format!("{}/config", backend.location()),
+            "not a backazon repository",
+        ));
+    }
+    if config.version > FORMAT_VERSION {
+        return Err(Error::NewerFormat {
+            found: config.version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    config
+        .chunker
+        .validate()
+        .map_err(|e| Error::corrupt("config", e))?;
+    Ok(config)
+}
+
+impl Repository {
+    pub fn init(backend: Arc<dyn Backend>, password: &[u8], pack_size: usize) -> Result<Repository> {
+        if backend.exists(Kind::Config, "config")? {
+            return Err(Error::RepositoryExists(backend.location()));
+        }
+        backend.create()?;
+        let keys = MasterKeys::generate();
+        let config = Config {
+            format: "backazon".into(),
+            version: FORMAT_VERSION,
+            id: Id::random(),
+            created: jiff::Timestamp::now().to_string(),
+            chunker: ChunkerParams::default(),
+            pack_size,
+        };
+        let key_name = write_key(&*backend, password, &keys)?;
+        // The config goes last: a repository is there once its config is.
+        let bytes = serde_json::to_vec_pretty(&config).expect("serialising config");
+        backend.write(Kind::Config, "config", &bytes)?;
+        Ok(Repository {
+            backend,
+            keys,
+            config,
+            key_name,
+            cache: None,
+            compression: Compression::default(),
+        })
+    }
+
+    /// Opens with a password, trying every key file. Nothing is written.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
+        let config = read_config(&*backend)?;
+        for (name, _) in backend.list(Kind::Key)? {
+            let Ok(bytes) = backend.read(Kind::Key, &name) else {
+                continue;
+            };
+            let Ok(kf) = serde_json::from_slice::<KeyFile>(&bytes) else {
+                continue;
+            };
+            if let Some(keys) = kf.unlock(password) {
+                return Ok(Repository {
+                    backend,
+                    keys,
+                    config,
+                    key_name: name,
+                    cache: None,
+                    compression: Compression::default(),
+                });
+            }
+        }
+        Err(Error::WrongPassword)
+    }
+
+    /// Uses a local cache under `base` for index objects and tree packs.
+    pub fn with_cache(mut self, base: Option<std::path::PathBuf>) -> Self {
+        self.cache = base.map(|b| Cache::new(b, &self.config.id));
+        self
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+    pub fn keys(&self) -> &MasterKeys {
+        &self.keys
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn key_name(&self) -> &str {
+        &self.key_name
+    }
+
+    /// Stores an object under the BLAKE3 of its bytes and returns that name.
+    pub fn write_object(&self, kind: Kind, bytes: &[u8]) -> Result<Id> {
+        let id = Id::of_object(bytes);
+        self.backend.write(kind, &id.to_hex(), bytes)?;
+        Ok(id)
+    }
+
+    /// Stores a finished pack; tree packs are also kept in the local cache.
+    pub fn write_pack(&self, kind: BlobKind, bytes: &[u8]) -> Result<Id> {
+        let id = self.write_object(Kind::Pack, bytes)?;
+        if kind == BlobKind::Tree {
+            if let Some(c) = &self.cache {
+                c.put("trees", &id.to_hex(), bytes);
+            }
+        }
+        Ok(id)
+    }
+
+    pub fn write_index(&self, packs: &[(Id, Vec<PackBlob>)]) -> Result<Id> {
+        let plain = index::encode_file(packs);
+        let sealed = blob::encode(&self.keys, ObjectType::Index, None, &plain, self.compression, true);
+        let id = self.write_object(Kind::Index, &sealed)?;
+        if let Some(c) = &self.cache {
+            c.put("index", &id.to_hex(), &sealed);
+        }
+        Ok(id)
+    }
+
+    fn read_index_object(&self, name: &str) -> Result<Vec<(Id, Vec<PackBlob>)>> {
+        let cached = self.cache.as_ref().and_then(|c| c.get("index", name));
+        let bytes = match cached {
+            Some(b) => b,
+            None => {
+                let b = self.backend.read(Kind::Index, name)?;
+                if Id::of_object(&b).to_hex() != name {
+                    return Err(Error::corrupt(
+                        format!("index/{name}"),
+                        "contents do not match the object's name (altered or truncated)",
+                    ));
+                }
+                if let Some(c) = &self.cache {
+                    c.put("index", name, &b);
+                }
+                b
+            }
+        };
+        let what = || format!("index/{name}");
+        let plain = blob::decode(&self.keys, ObjectType::Index, None, &bytes, None, &what)?;
+        index::decode_file(name, &plain)
+    }
+
+    /// Reads a pack's header from storage (two ranged reads).
+    pub fn read_pack_header(&self, pack: &Id, size: u64) -> Result<Vec<PackBlob>> {
+        let name = pack.to_hex();
+        if size < TRAILER_LEN as u64 {
+            return Err(Error::corrupt(format!("pack {name}"), "too short to hold a header"));
+        }
+        let trailer = self
+            .backend
+            .read_range(Kind::Pack, &name, size - TRAILER_LEN as u64, TRAILER_LEN)?;
+        let hl = pack::header_length(&trailer) as u64;
+        if hl + TRAILER_LEN as u64 > size {
+            return Err(Error::corrupt(format!("pack {name}"), "header length is out of range"));
+        }
+        let sealed = self.backend.read_range(
+            Kind::Pack,
+            &name,
+            size - TRAILER_LEN as u64 - hl,
+            hl as usize,
+        )?;
+        pack::parse_header(&self.keys, pack, &sealed)
+    }
+
+    /// Loads every index object; packs that no index names (an interrupted backup's) are
+    /// added from their own headers, so their blobs are found and reused.
+    pub fn load_index(&self) -> Result<LoadedIndex> {
+        let mut index = Index::new();
+        let mut problems = Vec::new();
+        let index_names: Vec<String> = self
+            .backend
+            .list(Kind::Index)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        for name in &index_names {
+            match self.read_index_object(name) {
+                Ok(packs) => {
+                    for (p, blobs) in packs {
+                        index.add_pack(p, &blobs);
+                    }
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        let mut pack_sizes = HashMap::new();
+        let mut unindexed_packs = Vec::new();
+        for (name, size) in self.backend.list(Kind::Pack)? {
+            let Ok(id) = Id::from_hex(&name) else {
+                continue;
+            };
+            pack_sizes.insert(id, size);
+            if !index.has_pack(&id) {
+                match self.read_pack_header(&id, size) {
+                    Ok(blobs) => {
+                        index.add_pack(id, &blobs);
+                        unindexed_packs.push(id);
+                    }
+                    Err(e) => problems.push(format!(
+                        "pack {name} is in no index and its header cannot be read: {e}"
+                    )),
+                }
+            }
+        }
+        index.sort();
+        if let Some(c) = &self.cache {
+            c.retain("index", &index_names.into_iter().collect());
+            let packs: HashSet<String> = pack_sizes.keys().map(Id::to_hex).collect();
+            c.retain("trees", &packs);
+        }
+        Ok(LoadedIndex {
+            index,
+            problems,
+            unindexed_packs,
+            pack_sizes,
+        })
+    }
+
+    fn read_stored_blob(&self, id: &Id, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let name = loc.pack.to_hex();
+        if loc.kind == BlobKind::Tree {
+            if let Some(c) = &self.cache {
+                let pack = match c.get("trees", &name) {
+                    Some(p) => p,
+                    None => {
+                        let p = self.backend.read(Kind::Pack, &name)?;
+                        c.put("trees", &name, &p);
+                        p
+                    }
+                };
+                let (start, end) = (loc.offset as usize, loc.offset as usize + loc.length as usize);
+                return pack.get(start..end).map(<[u8]>::to_vec).ok_or_else(|| {
+                    Error::corrupt(format!("pack {name}"), format!("blob {id} lies past its end"))
+                });
+            }
+        }
+        self.backend
+            .read_range(Kind::Pack, &name, loc.offset as u64, loc.length as usize)
+    }
+
+    /// Reads, opens, decompresses and verifies one blob: the bytes returned are exactly
+    /// those whose keyed hash is `id`, or an error naming the blob and its pack.
+    pub fn read_blob(&self, index: &Index, kind: BlobKind, id: &Id) -> Result<Vec<u8>> {
+        let loc = index.get(id).ok_or_else(|| {
+            Error::NotFound(format!("blob {id} is in no index (its pack is missing or damaged)"))
+        })?;
+        let stored = self.read_stored_blob(id, &loc)?;
+        self.decode_blob(kind, id, &loc, &stored)
+    }
+
+    pub fn decode_blob(
+        &self,
+        kind: BlobKind,
+        id: &Id,
+        loc: &BlobLocation,
+        stored: &[u8],
+    ) -> Result<Vec<u8>> {
+        let what = || format!("blob {id} in pack {}", loc.pack);
+        let plain = blob::decode(
+            &self.keys,
+            kind.object_type(),
+            Some(id),
+            stored,
+            Some(loc.raw_length as usize),
+            &what,
+        )?;
+        if self.keys.blob_id(&plain) != *id {
+            return Err(Error::corrupt(what(), "contents do not match the blob id"));
+        }
+        Ok(plain)
+    }
+
+    pub fn read_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
+        let bytes = self.read_blob(index, BlobKind::Tree, id)?;
+        Tree::from_bytes(id, &bytes)
+    }
+
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        let plain = serde_json::to_vec(snap).expect("serialising snapshot");
+        let sealed = blob::encode(&self.keys, ObjectType::Snapshot, None, &plain, self.compression, true);
+        self.write_object(Kind::Snapshot, &sealed)
+    }
+
+    pub fn read_snapshot(&self, name: &str) -> Result<Snapshot> {
+        let bytes = self.backend.read(Kind::Snapshot, name)?;
+        let what = || format!("snapshot {name}");
+        let plain = blob::decode(&self.keys, ObjectType::Snapshot, None, &bytes, None, &what)?;
+        serde_json::from_slice(&plain)
+            .map_err(|e| Error::corrupt(what(), format!("malformed snapshot: {e}")))
+    }
+
+    /// Every readable snapshot, oldest first, and a message for each unreadable one.
+    pub fn snapshots(&self) -> Result<(Vec<SnapshotEntry>, Vec<String>)> {
+        let mut out = Vec::new();
+        let mut problems = Vec::new();
+        for (name, _) in self.backend.list(Kind::Snapshot)? {
+            let Ok(id) = Id::from_hex(&name) else {
+                continue;
+            };
+            match self.read_snapshot(&name) {
+                Ok(snapshot) => out.push(SnapshotEntry { id, snapshot }),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.snapshot.timestamp(), a.id).cmp(&(b.snapshot.timestamp(), b.id))
+        });
+        Ok((out, problems))
+    }
+
+    /// Finds a snapshot by id, unique id prefix, or `latest`.
+    pub fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
+        if spec == "latest" {
+            let (snaps, _) = self.snapshots()?;
+            return snaps
+                .into_iter()
+                .last()
+                .ok_or_else(|| Error::NotFound("the repository has no snapshots".into()));
+        }
+        if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Invalid(format!(
+                "{spec:?} is not a snapshot id, id prefix or `latest`"
+            )));
+        }
+        let spec_lc = spec.to_ascii_lowercase();
+        let matches: Vec<String> = self
+            .backend
+            .list(Kind::Snapshot)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.starts_with(&spec_lc))
+            .collect();
+        match matches.as_slice() {
+            [] => Err(Error::NotFound(format!("no snapshot matches {spec:?}"))),
+            [name] => Ok(SnapshotEntry {
+                id: Id::from_hex(name)?,
+                snapshot: self.read_snapshot(name)?,
+            }),
+            _ => Err(Error::Invalid(format!(
+                "{spec:?} matches {} snapshots; give more digits",
+                matches.len()
+            ))),
+        }
+    }
+
+    /// Key files, by name.
+    pub fn keys_list(&self) -> Result<Vec<(String, KeyFile)>> {
+        let mut out = Vec::new();
+        for (name, _) in self.backend.list(Kind::Key)? {
+            let bytes = self.backend.read(Kind::Key, &name)?;
+            let kf = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::corrupt(format!("keys/{name}"), e.to_string()))?;
+            out.push((name, kf));
+        }
+        Ok(out)
+    }
+
+    /// Adds a key file for another password; returns its name.
+    pub fn add_key(&self, password: &[u8]) -> Result<String> {
+        write_key(&*self.backend, password, &self.keys)
+    }
+
+    pub fn remove_key(&self, name: &str) -> Result<()> {
+        if name == self.key_name {
+            return Err(Error::Invalid(
+                "refusing to remove the key file this password opened; use `key passwd` or open with another password"
+                    .into(),
+            ));
+        }
+        self.backend.remove(Kind::Key, name)
+    }
+
+    /// Replaces the key file in use with one for `new_password`.
+    pub fn change_password(&mut self, new_password: &[u8]) -> Result<String> {
+        let new = self.add_key(new_password)?;
+        let old = std::mem::replace(&mut self.key_name, new.clone());
+        self.backend.remove(Kind::Key, &old)?;
+        Ok(new)
+    }
+}
+
+fn write_key(backend: &dyn Backend, password: &[u8], keys: &MasterKeys) -> Result<String> {
+    let kf = KeyFile::create(password, keys, MIN_KDF_ROUNDS);
+    let bytes = serde_json::to_vec_pretty(&kf).expect("serialising key file");
+    let id = Id::of_object(&bytes);
+    backend.write(Kind::Key, &id.to_hex(), &bytes)?;
+    Ok(id.to_hex())
+}

@@ -1,0 +1,416 @@
+//! The restore operation: walks a snapshot's trees, creates folders, links and special
+//! files in this thread, and restores file contents on worker threads. Every chunk is
+//! verified before it is written; a file whose data cannot be read is removed and named,
+//! and the others are restored. Nothing is ever written outside the target: every name
+//! is checked, entries must be strictly sorted (no duplicates), and existing symlinks in
+//! the way are replaced, never followed.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::sync_channel;
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::glob::{any_matches, Pattern};
+use crate::id::Id;
+use crate::index::Index;
+use crate::pack::BlobKind;
+use crate::repo::Repository;
+use crate::tree::{Node, NodeKind, Tree};
+
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    pub include: Vec<Pattern>,
+    pub exclude: Vec<Pattern>,
+    pub threads: usize,
+    /// Restore owners (only possible as root).
+    pub owners: bool,
+}
+
+impl RestoreOptions {
+    pub fn new(target: PathBuf) -> RestoreOptions {
+        RestoreOptions {
+            target,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
+            owners: crate::sys::is_root(),
+        }
+    }
+}
+
+pub struct RestoreProgress {
+    pub files_done: AtomicU64,
+    pub bytes_done: AtomicU64,
+    pub errors: AtomicU64,
+    warn: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl RestoreProgress {
+    pub fn new(warn: impl Fn(&str) + Send + Sync + 'static) -> RestoreProgress {
+        RestoreProgress {
+            files_done: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            warn: Box::new(warn),
+        }
+    }
+
+    fn warn(&self, msg: String) {
+        self.errors.fetch_add(1, Relaxed);
+        (self.warn)(&msg);
+    }
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RestoreSummary {
+    pub files: u64,
+    pub dirs: u64,
+    pub links: u64,
+    pub bytes: u64,
+    pub errors: u64,
+}
+
+/// Finds the node at `path` ("/home/alice/x") in a snapshot; `None` for the root.
+pub fn find_node(repo: &Repository, index: &Index, root: &Id, path: &str) -> Result<Option<Node>> {
+    let mut tree_id = *root;
+    let mut found = None;
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        let tree = repo.read_tree(index, &tree_id)?;
+        let node = tree
+            .find(part.as_bytes())
+            .ok_or_else(|| Error::NotFound(format!("{path}: not in this snapshot")))?
+            .clone();
+        if i + 1 < parts.len() {
+            tree_id = node
+                .subtree
+                .ok_or_else(|| Error::NotFound(format!("{path}: {part} is not a directory")))?;
+        }
+        found = Some(node);
+    }
+    Ok(found)
+}
+
+struct FileJob {
+    dest: PathBuf,
+    snap_path: String,
+    node: Node,
+}
+
+struct Restorer<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    opts: &'a RestoreOptions,
+    progress: &'a RestoreProgress,
+    /// Folders made so far, for their metadata at the end (deepest last).
+    dirs: Vec<(PathBuf, Node)>,
+    /// (device, inode) of a file with several links -> where it was restored.
+    hard_links: HashMap<(u64, u64), PathBuf>,
+    pending_links: Vec<(PathBuf, PathBuf, String)>,
+    summary: RestoreSummary,
+}
+
+fn c_path(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("restore paths hold no NUL (names are checked)")
+}
+
+fn set_times(path: &Path, node: &Node, follow: bool) -> std::io::Result<()> {
+    let ts = |ns: i64| libc::timespec {
+        tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
+        tv_nsec: ns.rem_euclid(1_000_000_000) as _,
+    };
+    let times = [ts(node.atime), ts(node.mtime)];
+    let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+    let p = c_path(path);
+    // SAFETY: p is a valid C string and times points to two timespecs.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), flags) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn apply_metadata(path: &Path, node: &Node, owners: bool) -> std::io::Result<()> {
+    let is_link = node.kind == NodeKind::Symlink;
+    if owners {
+        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
+    }
+    if !is_link {
+        fs::set_permissions(path, fs::Permissions::from_mode(node.mode))?;
+    }
+    set_times(path, node, !is_link)
+}
+
+/// Removes whatever non-folder is at `path`, so creating there never follows a link.
+fn clear_for_create(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn ensure_dir(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => Ok(()),
+        Ok(_) => {
+            fs::remove_file(path)?;
+            fs::create_dir(path)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir(path),
+        Err(e) => Err(e),
+    }
+}
+
+fn restore_file(repo: &Repository, index: &Index, job: &FileJob, owners: bool, progress: &RestoreProgress) -> bool {
+    let dest = &job.dest;
+    let result = (|| -> Result<()> {
+        clear_for_create(dest).map_err(|e| Error::io("replacing", dest, e))?;
+        let mut f: File = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(dest)
+            .map_err(|e| Error::io("creating", dest, e))?;
+        for id in &job.node.content {
+            let data = repo.read_blob(index, BlobKind::Data, id)?;
+            f.write_all(&data).map_err(|e| Error::io("writing", dest, e))?;
+            progress.bytes_done.fetch_add(data.len() as u64, Relaxed);
+        }
+        drop(f);
+        apply_metadata(dest, &job.node, owners).map_err(|e| Error::io("setting metadata of", dest, e))
+    })();
+    match result {
+        Ok(()) => {
+            progress.files_done.fetch_add(1, Relaxed);
+            true
+        }
+        Err(e) => {
+            let _ = fs::remove_file(dest);
+            progress.warn(format!("{}: not restored: {e}", job.snap_path));
+            false
+        }
+    }
+}
+
+impl Restorer<'_> {
+    /// Creates the folders on the way to an entry that is restored inside them.
+    fn make_dirs(&mut self, stack: &mut [(PathBuf, Node, bool)]) -> bool {
+        for (path, node, made) in stack.iter_mut() {
+            if !*made {
+                if let Err(e) = ensure_dir(path) {
+                    self.progress
+                        .warn(format!("{}: cannot create folder: {e}", path.display()));
+                    return false;
+                }
+                *made = true;
+                self.summary.dirs += 1;
+                self.dirs.push((path.clone(), node.clone()));
+            }
+        }
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        &mut self,
+        tree_id: &Id,
+        dest: &Path,
+        snap_path: &str,
+        included: bool,
+        stack: &mut Vec<(PathBuf, Node, bool)>,
+        jobs: &std::sync::mpsc::SyncSender<FileJob>,
+    ) {
+        let tree: Tree = match self.repo.read_tree(self.index, tree_id) {
+            Ok(t) => t,
+            Err(e) => {
+                self.progress.warn(format!("{snap_path}/: folder not restored: {e}"));
+                return;
+            }
+        };
+        let mut previous: Option<&[u8]> = None;
+        for node in &tree.nodes {
+            let name = &node.name;
+            if !name.is_safe_component() {
+                self.progress.warn(format!(
+                    "{snap_path}/: the snapshot holds an unsafe name {:?}; refusing to restore it",
+                    name.to_string_lossy()
+                ));
+                continue;
+            }
+            if previous.is_some_and(|p| p >= name.0.as_slice()) {
+                self.progress.warn(format!(
+                    "{snap_path}/: the snapshot's folder lists {:?} out of order or twice; refusing it",
+                    name.to_string_lossy()
+                ));
+                continue;
+            }
+            previous = Some(&name.0);
+            self.entry(node, dest, snap_path, included, stack, jobs);
+        }
+    }
+
+    /// Restores one entry of the folder `snap_path` into `dest`.
+    #[allow(clippy::too_many_arguments)]
+    fn entry(
+        &mut self,
+        node: &Node,
+        dest: &Path,
+        snap_path: &str,
+        included: bool,
+        stack: &mut Vec<(PathBuf, Node, bool)>,
+        jobs: &std::sync::mpsc::SyncSender<FileJob>,
+    ) {
+        let name = &node.name;
+        let path = format!("{snap_path}/{}", name.to_string_lossy());
+        let mut path_bytes = snap_path.as_bytes().to_vec();
+        path_bytes.push(b'/');
+        path_bytes.extend_from_slice(&name.0);
+        if any_matches(&self.opts.exclude, &path_bytes) {
+            return;
+        }
+        let inc = included || self.opts.include.is_empty() || any_matches(&self.opts.include, &path_bytes);
+        let target = dest.join(name.as_os_str());
+        match node.kind {
+            NodeKind::Dir => {
+                let Some(sub) = node.subtree else { return };
+                stack.push((target.clone(), node.clone(), false));
+                if inc {
+                    let n = stack.len();
+                    self.make_dirs(&mut stack[..n]);
+                }
+                self.walk(&sub, &target, &path, inc, stack, jobs);
+                stack.pop();
+            }
+            _ if !inc => {}
+            _ if !self.make_dirs(stack) => {}
+            NodeKind::File => {
+                if node.links > 1 {
+                    let key = (node.device, node.inode);
+                    if let Some(first) = self.hard_links.get(&key) {
+                        self.pending_links.push((first.clone(), target, path));
+                        return;
+                    }
+                    self.hard_links.insert(key, target.clone());
+                }
+                self.summary.files += 1;
+                self.summary.bytes += node.size;
+                let _ = jobs.send(FileJob {
+                    dest: target,
+                    snap_path: path,
+                    node: node.clone(),
+                });
+            }
+            NodeKind::Symlink => {
+                let Some(t) = &node.target else { return };
+                let r = clear_for_create(&target)
+                    .and_then(|_| std::os::unix::fs::symlink(t.as_os_str(), &target))
+                    .and_then(|_| apply_metadata(&target, node, self.opts.owners));
+                match r {
+                    Ok(()) => self.summary.links += 1,
+                    Err(e) => self.progress.warn(format!("{path}: symlink not restored: {e}")),
+                }
+            }
+            NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
+                let kind = match node.kind {
+                    NodeKind::Fifo => libc::S_IFIFO,
+                    NodeKind::Chardev => libc::S_IFCHR,
+                    _ => libc::S_IFBLK,
+                };
+                let r = clear_for_create(&target).and_then(|_| {
+                    let p = c_path(&target);
+                    // SAFETY: p is a valid C string.
+                    let rc = unsafe { libc::mknod(p.as_ptr(), kind | node.mode as libc::mode_t, node.rdev as libc::dev_t) };
+                    if rc == 0 {
+                        apply_metadata(&target, node, self.opts.owners)
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+                if let Err(e) = r {
+                    self.progress.warn(format!("{path}: special file not restored: {e}"));
+                }
+            }
+            NodeKind::Socket => {}
+        }
+    }
+}
+
+/// Restores `path` ("" or "/" for everything) of the snapshot whose root tree is `root`
+/// into `opts.target`. A folder's contents go into the target; a single file goes into
+/// the target under its own name.
+pub fn restore(
+    repo: &Repository,
+    index: &Index,
+    root: &Id,
+    path: &str,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<RestoreSummary> {
+    let start = find_node(repo, index, root, path)?;
+    fs::create_dir_all(&opts.target).map_err(|e| Error::io("creating", &opts.target, e))?;
+    let snap_base = path.trim_end_matches('/').to_string();
+    let mut r = Restorer {
+        repo,
+        index,
+        opts,
+        progress,
+        dirs: Vec::new(),
+        hard_links: HashMap::new(),
+        pending_links: Vec::new(),
+        summary: RestoreSummary::default(),
+    };
+    let threads = opts.threads.max(1);
+    let (tx, rx) = sync_channel::<FileJob>(threads * 32);
+    let rx = Mutex::new(rx);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let job = match rx.lock().unwrap().recv() {
+                    Ok(j) => j,
+                    Err(_) => return,
+                };
+                restore_file(repo, index, &job, opts.owners, progress);
+            });
+        }
+        let mut stack = Vec::new();
+        match &start {
+            None => r.walk(root, &opts.target, "", false, &mut stack, &tx),
+            Some(n) if n.kind == NodeKind::Dir => {
+                if let Some(sub) = n.subtree {
+                    r.walk(&sub, &opts.target, &snap_base, false, &mut stack, &tx)
+                }
+            }
+            Some(n) => {
+                let parent = snap_base.rsplit_once('/').map_or("", |(p, _)| p);
+                r.entry(n, &opts.target, parent, true, &mut stack, &tx);
+            }
+        }
+        drop(tx);
+    });
+    for (first, link, path) in std::mem::take(&mut r.pending_links) {
+        let res = clear_for_create(&link).and_then(|_| fs::hard_link(&first, &link));
+        match res {
+            Ok(()) => r.summary.files += 1,
+            Err(e) => progress.warn(format!("{path}: hard link not restored: {e}")),
+        }
+    }
+    for (path, node) in r.dirs.iter().rev() {
+        if let Err(e) = apply_metadata(path, node, opts.owners) {
+            progress.warn(format!("{}: setting folder metadata: {e}", path.display()));
+        }
+    }
+    r.summary.errors = progress.errors.load(Relaxed);
+    Ok(r.summary)
+}
