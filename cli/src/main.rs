@@ -1,1 +1,703 @@
-fn main(){}
+//! `backazon`: the command line over the engine. Parses arguments, finds the repository
+//! and password, shows progress on a terminal, prints text or `--json`, and maps
+//! outcomes to documented exit codes (see README.md, "Exit codes").
+
+mod format;
+mod password;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use backazon_engine::backup::{self, BackupOptions, BackupProgress, ParentChoice, Selection};
+use backazon_engine::blob::Compression;
+use backazon_engine::glob::Pattern;
+use backazon_engine::restore::{self, RestoreOptions, RestoreProgress};
+use backazon_engine::tree::{Node, NodeKind};
+use backazon_engine::{check, Backend, Error, Id, LocalBackend, Repository, DEFAULT_PACK_SIZE};
+use clap::{Args, Parser, Subcommand};
+
+use format::{bytes, duration, local_time};
+use password::PasswordSource;
+
+/// Exit codes, as restic's so scripts carry over.
+const EXIT_FATAL: u8 = 1;
+const EXIT_PARTIAL: u8 = 3;
+const EXIT_NO_REPOSITORY: u8 = 10;
+
+#[derive(Parser)]
+#[command(name = "backazon", version, about = "Encrypted, compressed, deduplicated backups you restore by browsing")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Global {
+    /// Repository: a local folder (or, later, s3://bucket/prefix)
+    #[arg(short = 'r', long, env = "BACKAZON_REPOSITORY", global = true)]
+    repo: Option<String>,
+    /// Read the password from the first line of this file
+    #[arg(long, env = "BACKAZON_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Run this shell command and use what it prints as the password
+    #[arg(long, env = "BACKAZON_PASSWORD_COMMAND", global = true)]
+    password_command: Option<String>,
+    /// Print machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing but errors
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Do not use the local cache of index and tree data
+    #[arg(long, global = true)]
+    no_cache: bool,
+    /// Where the local cache lives [default: $XDG_CACHE_HOME/backazon or ~/.cache/backazon]
+    #[arg(long, env = "BACKAZON_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository
+    Init,
+    /// Back up files and folders into a new snapshot
+    Backup(BackupArgs),
+    /// List snapshots
+    Snapshots,
+    /// List the files of a snapshot: SNAPSHOT[:PATH]
+    Ls {
+        snapshot: String,
+        /// Show mode, size and modification time
+        #[arg(short, long)]
+        long: bool,
+    },
+    /// Restore a snapshot (or a path in it: SNAPSHOT[:PATH]) into a folder
+    Restore {
+        snapshot: String,
+        #[arg(short, long)]
+        target: PathBuf,
+        /// Restore only paths matching this glob (repeatable)
+        #[arg(long)]
+        include: Vec<String>,
+        /// Leave out paths matching this glob (repeatable)
+        #[arg(long)]
+        exclude: Vec<String>,
+    },
+    /// Verify the repository's structure, and with --read-data every byte
+    Check {
+        #[arg(long)]
+        read_data: bool,
+    },
+    /// Manage the passwords (key files) that open the repository
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Add a password
+    Add(NewPassword),
+    /// List key files
+    List,
+    /// Remove a key file (not the one in use)
+    Remove { id: String },
+    /// Change the password in use
+    Passwd(NewPassword),
+}
+
+#[derive(Args)]
+struct NewPassword {
+    /// Read the new password from this file
+    #[arg(long, env = "BACKAZON_NEW_PASSWORD_FILE")]
+    new_password_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// Files and folders to back up
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Leave out paths matching this glob (repeatable)
+    #[arg(short, long)]
+    exclude: Vec<String>,
+    /// Read exclude globs from this file, one per line (repeatable)
+    #[arg(long)]
+    exclude_file: Vec<PathBuf>,
+    /// Leave out folders holding a file of this name (repeatable)
+    #[arg(long)]
+    exclude_if_present: Vec<String>,
+    /// Leave out folders holding a valid CACHEDIR.TAG
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Leave out files larger than this (e.g. 500M, 2G)
+    #[arg(long, value_parser = format::parse_size)]
+    exclude_larger_than: Option<u64>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Host name recorded in the snapshot
+    #[arg(long)]
+    host: Option<String>,
+    /// Read every file again instead of trusting unchanged metadata
+    #[arg(long)]
+    force: bool,
+    /// Compare against this snapshot instead of the latest of the same paths and host
+    #[arg(long)]
+    parent: Option<String>,
+    /// zstd level, 0 to store uncompressed
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..=22))]
+    compression: i32,
+    /// Files read and compressed at once [default: number of cores]
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+struct Ctx {
+    global: Global,
+}
+
+impl Ctx {
+    fn backend(&self) -> Result<Arc<dyn Backend>> {
+        let Some(repo) = &self.global.repo else {
+            bail!("no repository given: use --repo or set BACKAZON_REPOSITORY");
+        };
+        if repo.contains("://") {
+            bail!("{repo}: only local-folder repositories are supported by this version");
+        }
+        Ok(Arc::new(LocalBackend::new(repo)))
+    }
+
+    fn passwords(&self) -> PasswordSource {
+        PasswordSource {
+            file: self.global.password_file.clone(),
+            command: self.global.password_command.clone(),
+        }
+    }
+
+    fn open(&self) -> Result<Repository> {
+        let backend = self.backend()?;
+        // Fail on a missing repository before asking for a password.
+        backend
+            .exists(backazon_engine::Kind::Config, "config")
+            .and_then(|there| {
+                if there {
+                    Ok(())
+                } else {
+                    Err(Error::NoRepository(backend.location()))
+                }
+            })?;
+        let pw = self.passwords().get()?;
+        let repo = Repository::open(backend, pw.as_bytes())?;
+        let cache = if self.global.no_cache {
+            None
+        } else {
+            self.global
+                .cache_dir
+                .clone()
+                .or_else(backazon_engine::cache::Cache::default_base)
+        };
+        Ok(repo.with_cache(cache))
+    }
+
+    fn say(&self, msg: impl AsRef<str>) {
+        if !self.global.quiet && !self.global.json {
+            println!("{}", msg.as_ref());
+        }
+    }
+
+    fn show_progress(&self) -> bool {
+        !self.global.quiet && !self.global.json && std::io::stderr().is_terminal()
+    }
+}
+
+fn warn(msg: &str) {
+    eprintln!("warning: {msg}");
+}
+
+fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`backazon ls ... | head`), as other Unix tools do.
+    // SAFETY: setting a signal's disposition to its default has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    let ctx = Ctx { global: cli.global };
+    match run(&ctx, cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = match e.downcast_ref::<Error>() {
+                Some(Error::NoRepository(_)) => EXIT_NO_REPOSITORY,
+                _ => EXIT_FATAL,
+            };
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(ctx: &Ctx, command: Command) -> Result<u8> {
+    match command {
+        Command::Init => init(ctx),
+        Command::Backup(args) => run_backup(ctx, args),
+        Command::Snapshots => snapshots(ctx),
+        Command::Ls { snapshot, long } => ls(ctx, &snapshot, long),
+        Command::Restore {
+            snapshot,
+            target,
+            include,
+            exclude,
+        } => run_restore(ctx, &snapshot, target, &include, &exclude),
+        Command::Check { read_data } => run_check(ctx, read_data),
+        Command::Key { command } => key(ctx, command),
+    }
+}
+
+fn init(ctx: &Ctx) -> Result<u8> {
+    let backend = ctx.backend()?;
+    if backend.exists(backazon_engine::Kind::Config, "config")? {
+        return Err(Error::RepositoryExists(backend.location()).into());
+    }
+    let pw = ctx.passwords().get_new()?;
+    let repo = Repository::init(backend.clone(), pw.as_bytes(), DEFAULT_PACK_SIZE)?;
+    if ctx.global.json {
+        println!(
+            "{}",
+            serde_json::json!({"id": repo.config().id, "location": backend.location(), "version": repo.config().version})
+        );
+    }
+    ctx.say(format!(
+        "created backazon repository {} at {}\n\nKeep the password safe: without it the data cannot be recovered.",
+        repo.config().id.short(),
+        backend.location()
+    ));
+    Ok(0)
+}
+
+fn patterns(globs: &[String]) -> Result<Vec<Pattern>> {
+    globs
+        .iter()
+        .map(|g| Pattern::new(g).with_context(|| format!("pattern {g:?}")))
+        .collect()
+}
+
+fn run_backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
+    let mut repo = ctx.open()?;
+    repo.compression = Compression {
+        level: args.compression,
+    };
+    let mut globs = args.exclude.clone();
+    for f in &args.exclude_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading exclude file {}", f.display()))?;
+        globs.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    let mut opts = BackupOptions::new(args.paths.clone());
+    opts.selection = Selection {
+        excludes: patterns(&globs)?,
+        exclude_if_present: args.exclude_if_present.clone(),
+        exclude_caches: args.exclude_caches,
+        exclude_larger_than: args.exclude_larger_than,
+    };
+    opts.tags = args.tag.clone();
+    if let Some(h) = &args.host {
+        opts.hostname = h.clone();
+    }
+    if let Some(t) = args.threads {
+        opts.threads = t.max(1);
+    }
+    opts.parent = if args.force {
+        ParentChoice::None
+    } else if let Some(p) = &args.parent {
+        ParentChoice::Given(repo.find_snapshot(p)?.id)
+    } else {
+        ParentChoice::Auto
+    };
+    let quiet = ctx.global.quiet;
+    let progress = Arc::new(BackupProgress::new(move |m| {
+        if !quiet {
+            warn(m)
+        }
+    }));
+    let ticker = ctx.show_progress().then(|| {
+        let p = progress.clone();
+        format::Ticker::start(move |elapsed| {
+            let read = p.bytes_read.load(Relaxed);
+            let rate = read as f64 / elapsed.as_secs_f64().max(0.001);
+            format!(
+                "[{}] {} files, {} read ({}/s), {} added, {} errors  {}",
+                duration(elapsed),
+                p.files_done.load(Relaxed),
+                bytes(read),
+                bytes(rate as u64),
+                bytes(p.bytes_added.load(Relaxed)),
+                p.errors.load(Relaxed),
+                p.current.lock().unwrap().display()
+            )
+        })
+    });
+    let result = backup::backup(&repo, &opts, &progress);
+    drop(ticker);
+    let result = result?;
+    let snap = &result.snapshot.snapshot;
+    let s = &snap.summary;
+    if ctx.global.json {
+        let mut v = serde_json::to_value(s)?;
+        v["message_type"] = "summary".into();
+        v["snapshot_id"] = result.snapshot.id.to_hex().into();
+        println!("{v}");
+    } else {
+        ctx.say(format!(
+            "Files: {} new, {} changed, {} unchanged\nDirs:  {} new, {} changed, {} unchanged\n\
+             Added to the repository: {} ({} of new data before compression)\n\
+             Processed {} files, {} in {}",
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.dirs_new,
+            s.dirs_changed,
+            s.dirs_unchanged,
+            bytes(s.bytes_added),
+            bytes(s.data_added_raw),
+            s.total_files,
+            bytes(s.total_bytes),
+            duration(Duration::from_secs_f64(s.duration_seconds)),
+        ));
+        if s.files_changed_during_read > 0 {
+            ctx.say(format!(
+                "{} files changed while they were read",
+                s.files_changed_during_read
+            ));
+        }
+        ctx.say(format!("snapshot {} saved", result.snapshot.id.short()));
+    }
+    if s.errors > 0 {
+        if !ctx.global.quiet {
+            eprintln!(
+                "warning: {} items could not be read and are not in the snapshot (exit code {EXIT_PARTIAL})",
+                s.errors
+            );
+        }
+        return Ok(EXIT_PARTIAL);
+    }
+    Ok(0)
+}
+
+fn snapshots(ctx: &Ctx) -> Result<u8> {
+    let repo = ctx.open()?;
+    let (snaps, problems) = repo.snapshots()?;
+    for p in &problems {
+        warn(p);
+    }
+    if ctx.global.json {
+        let list: Vec<_> = snaps
+            .iter()
+            .map(|s| {
+                let mut v = serde_json::to_value(&s.snapshot).expect("snapshot serialises");
+                v["id"] = s.id.to_hex().into();
+                v["short_id"] = s.id.short().into();
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(0);
+    }
+    if !ctx.global.quiet {
+        println!(
+            "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  Paths",
+            "ID", "Time", "Host", "Tags", "Size"
+        );
+        for s in &snaps {
+            let sn = &s.snapshot;
+            println!(
+                "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  {}",
+                s.id.short(),
+                sn.timestamp().map(local_time).unwrap_or_else(|| sn.time.clone()),
+                sn.hostname,
+                sn.tags.join(","),
+                bytes(sn.summary.total_bytes),
+                sn.paths.join(" ")
+            );
+        }
+        println!("{} snapshots", snaps.len());
+    }
+    Ok(if problems.is_empty() { 0 } else { EXIT_PARTIAL })
+}
+
+/// Splits `SNAPSHOT[:PATH]`.
+fn split_spec(spec: &str) -> (&str, &str) {
+    match spec.split_once(':') {
+        Some((s, p)) => (s, p),
+        None => (spec, ""),
+    }
+}
+
+fn node_json(path: &str, n: &Node) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "path": path,
+        "name": n.name.to_string_lossy(),
+        "type": n.kind,
+        "size": n.size,
+        "mode": n.mode,
+        "uid": n.uid,
+        "gid": n.gid,
+        "mtime": format::nanos_to_rfc3339(n.mtime),
+    });
+    if let Some(t) = &n.target {
+        v["target"] = t.to_string_lossy().into();
+    }
+    v
+}
+
+fn ls(ctx: &Ctx, spec: &str, long: bool) -> Result<u8> {
+    let repo = ctx.open()?;
+    let (snap, path) = split_spec(spec);
+    let snap = repo.find_snapshot(snap)?;
+    let loaded = repo.load_index()?;
+    let index = &loaded.index;
+    let base = path.trim_end_matches('/');
+    let start = restore::find_node(&repo, index, &snap.snapshot.tree, base)?;
+    let mut out = Vec::new();
+    let mut stack: Vec<(String, Id)> = Vec::new();
+    match &start {
+        None => stack.push((String::new(), snap.snapshot.tree)),
+        Some(n) => {
+            out.push((base.to_string(), n.clone()));
+            if let Some(sub) = n.subtree {
+                stack.push((base.to_string(), sub));
+            }
+        }
+    }
+    let json = ctx.global.json;
+    let mut items = Vec::new();
+    let mut emit = |path: &str, n: &Node| {
+        if json {
+            items.push(node_json(path, n));
+        } else if long {
+            println!(
+                "{} {:>5} {:>5} {:>12} {}  {}{}",
+                format::mode_string(n),
+                n.uid,
+                n.gid,
+                n.size,
+                format::nanos_to_local(n.mtime),
+                path,
+                n.target
+                    .as_ref()
+                    .map(|t| format!(" -> {}", t.to_string_lossy()))
+                    .unwrap_or_default()
+            );
+        } else {
+            println!("{path}");
+        }
+    };
+    for (p, n) in &out {
+        emit(p, n);
+    }
+    // Depth-first, in name order, like `find`.
+    fn visit(
+        repo: &Repository,
+        index: &backazon_engine::index::Index,
+        path: &str,
+        tree: &Id,
+        emit: &mut dyn FnMut(&str, &Node),
+    ) -> Result<()> {
+        let t = repo.read_tree(index, tree)?;
+        for n in &t.nodes {
+            let p = format!("{path}/{}", n.name.to_string_lossy());
+            emit(&p, n);
+            if n.kind == NodeKind::Dir {
+                if let Some(sub) = &n.subtree {
+                    visit(repo, index, &p, sub, emit)?;
+                }
+            }
+        }
+        Ok(())
+    }
+    for (p, t) in stack {
+        visit(&repo, index, &p, &t, &mut emit)?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&items)?);
+    }
+    Ok(0)
+}
+
+fn run_restore(ctx: &Ctx, spec: &str, target: PathBuf, include: &[String], exclude: &[String]) -> Result<u8> {
+    let repo = ctx.open()?;
+    let (snap, path) = split_spec(spec);
+    let snap = repo.find_snapshot(snap)?;
+    let loaded = repo.load_index()?;
+    for p in &loaded.problems {
+        warn(p);
+    }
+    let mut opts = RestoreOptions::new(target.clone());
+    opts.include = patterns(include)?;
+    opts.exclude = patterns(exclude)?;
+    let progress = Arc::new(RestoreProgress::new(|m| eprintln!("error: {m}")));
+    let ticker = ctx.show_progress().then(|| {
+        let p = progress.clone();
+        format::Ticker::start(move |elapsed| {
+            format!(
+                "[{}] {} files, {} restored, {} errors",
+                duration(elapsed),
+                p.files_done.load(Relaxed),
+                bytes(p.bytes_done.load(Relaxed)),
+                p.errors.load(Relaxed)
+            )
+        })
+    });
+    let started = Instant::now();
+    let summary = restore::restore(&repo, &loaded.index, &snap.snapshot.tree, path, &opts, &progress);
+    drop(ticker);
+    let summary = summary?;
+    if ctx.global.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        ctx.say(format!(
+            "restored snapshot {} to {}: {} files, {} folders, {} links, {} in {}",
+            snap.id.short(),
+            target.display(),
+            summary.files,
+            summary.dirs,
+            summary.links,
+            bytes(summary.bytes),
+            duration(started.elapsed())
+        ));
+    }
+    if summary.errors > 0 {
+        eprintln!(
+            "error: {} items could not be restored (named above); the rest was restored",
+            summary.errors
+        );
+        return Ok(EXIT_PARTIAL);
+    }
+    Ok(0)
+}
+
+fn run_check(ctx: &Ctx, read_data: bool) -> Result<u8> {
+    let repo = ctx.open()?;
+    let quiet = ctx.global.quiet || ctx.global.json;
+    let report = check::check(&repo, read_data, &|step| {
+        if !quiet {
+            println!("{step}");
+        }
+    })?;
+    if ctx.global.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for w in &report.warnings {
+            warn(w);
+        }
+        for e in &report.errors {
+            eprintln!("error: {e}");
+        }
+        ctx.say(format!(
+            "{} snapshots, {} trees, {} packs, {} blobs{}",
+            report.snapshots,
+            report.trees,
+            report.packs,
+            report.blobs,
+            if read_data {
+                format!(", {} read", bytes(report.bytes_read))
+            } else {
+                String::new()
+            }
+        ));
+        if report.is_ok() {
+            ctx.say("no errors were found");
+        }
+    }
+    if report.is_ok() {
+        Ok(0)
+    } else {
+        if !ctx.global.json {
+            eprintln!("{} errors found", report.errors.len());
+        }
+        Ok(EXIT_FATAL)
+    }
+}
+
+fn new_password(ctx: &Ctx, np: &NewPassword) -> Result<String> {
+    if let Some(f) = &np.new_password_file {
+        PasswordSource {
+            file: Some(f.clone()),
+            command: None,
+        }
+        .get()
+    } else if let Ok(pw) = std::env::var("BACKAZON_NEW_PASSWORD") {
+        Ok(pw)
+    } else {
+        if !std::io::stdin().is_terminal() {
+            bail!("no new password given: use --new-password-file or set BACKAZON_NEW_PASSWORD");
+        }
+        let _ = ctx;
+        PasswordSource::default().get_new_prompt_only()
+    }
+}
+
+fn key(ctx: &Ctx, command: KeyCommand) -> Result<u8> {
+    let mut repo = ctx.open()?;
+    match command {
+        KeyCommand::Add(np) => {
+            let pw = new_password(ctx, &np)?;
+            let name = repo.add_key(pw.as_bytes())?;
+            ctx.say(format!("added key {}", &name[..8]));
+        }
+        KeyCommand::List => {
+            let keys = repo.keys_list()?;
+            if ctx.global.json {
+                let list: Vec<_> = keys
+                    .iter()
+                    .map(|(n, k)| {
+                        serde_json::json!({"id": n, "current": n == repo.key_name(), "created": k.created,
+                        "hostname": k.hostname, "username": k.username, "kdf": k.kdf, "rounds": k.rounds})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if !ctx.global.quiet {
+                println!(" {:<8}  {:<19}  {:<16}  User", "ID", "Created", "Host");
+                for (n, k) in &keys {
+                    let mark = if n == repo.key_name() { "*" } else { " " };
+                    let created = k
+                        .created
+                        .parse()
+                        .map(local_time)
+                        .unwrap_or_else(|_| k.created.clone());
+                    println!("{mark}{:<8}  {:<19}  {:<16}  {}", &n[..8], created, k.hostname, k.username);
+                }
+            }
+        }
+        KeyCommand::Remove { id } => {
+            let keys = repo.keys_list()?;
+            let matches: Vec<_> = keys.iter().filter(|(n, _)| n.starts_with(&id)).collect();
+            match matches.as_slice() {
+                [(name, _)] => {
+                    repo.remove_key(name)?;
+                    ctx.say(format!("removed key {}", &name[..8]));
+                }
+                [] => bail!("no key file matches {id:?}"),
+                _ => bail!("{id:?} matches several key files; give more digits"),
+            }
+        }
+        KeyCommand::Passwd(np) => {
+            let pw = new_password(ctx, &np)?;
+            let name = repo.change_password(pw.as_bytes())?;
+            ctx.say(format!("password changed (key {})", &name[..8]));
+        }
+    }
+    Ok(0)
+}

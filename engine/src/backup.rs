@@ -153,8 +153,14 @@ struct Shared<'a> {
 const MAX_ERROR_MESSAGES: usize = 100;
 
 impl Shared<'_> {
+    /// Something left out of the snapshot: counted as an error (exit code 3).
     fn warn(&self, msg: String) {
         self.progress.errors.fetch_add(1, Relaxed);
+        self.notice(msg);
+    }
+
+    /// Something the user should hear of that lost nothing.
+    fn notice(&self, msg: String) {
         (self.progress.warn)(&msg);
         let mut m = self.error_messages.lock().unwrap();
         if m.len() < MAX_ERROR_MESSAGES {
@@ -573,7 +579,7 @@ fn back_up_file(sh: &Shared, job: &FileJob, scratch: &mut Vec<u8>) -> Option<Nod
     };
     if changed {
         sh.counters.changed_during_read.fetch_add(1, Relaxed);
-        sh.warn(format!(
+        sh.notice(format!(
             "{}: file changed while it was read; the snapshot holds the {total} bytes read",
             path.display()
         ));

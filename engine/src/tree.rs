@@ -147,7 +147,13 @@ impl Node {
             gid: md.gid(),
             size: if kind == NodeKind::File { md.size() } else { 0 },
             mtime: nanos(md.mtime(), md.mtime_nsec()),
-            atime: nanos(md.atime(), md.atime_nsec()),
+            // Listing a folder moves its atime; keeping it would make every unchanged
+            // folder a new tree. Folders record their mtime as atime instead.
+            atime: if kind == NodeKind::Dir {
+                nanos(md.mtime(), md.mtime_nsec())
+            } else {
+                nanos(md.atime(), md.atime_nsec())
+            },
             ctime: nanos(md.ctime(), md.ctime_nsec()),
             inode: md.ino(),
             device: md.dev(),

@@ -1,0 +1,162 @@
+//! Human-readable sizes, durations, times and modes, and the one-line progress ticker.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use backazon_engine::tree::{Node, NodeKind};
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+/// Parses `500`, `500K`, `20M`, `2G`, `1T` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'B' => 1,
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size unit in {s:?} (use K, M, G or T)")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .map(|n| n.saturating_mul(mult))
+        .map_err(|_| format!("{s:?} is not a size (e.g. 500M, 2G)"))
+}
+
+pub fn duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+pub fn local_time(ts: jiff::Timestamp) -> String {
+    ts.to_zoned(jiff::tz::TimeZone::system())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+fn timestamp(ns: i64) -> Option<jiff::Timestamp> {
+    jiff::Timestamp::from_nanosecond(ns as i128).ok()
+}
+
+pub fn nanos_to_local(ns: i64) -> String {
+    timestamp(ns).map(local_time).unwrap_or_default()
+}
+
+pub fn nanos_to_rfc3339(ns: i64) -> String {
+    timestamp(ns).map(|t| t.to_string()).unwrap_or_default()
+}
+
+pub fn mode_string(n: &Node) -> String {
+    let t = match n.kind {
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::Fifo => 'p',
+        NodeKind::Socket => 's',
+        NodeKind::Chardev => 'c',
+        NodeKind::Blockdev => 'b',
+        NodeKind::File => '-',
+    };
+    let mut s = String::from(t);
+    for shift in [6, 3, 0] {
+        let bits = (n.mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+/// Redraws one status line on stderr four times a second until dropped.
+pub struct Ticker {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    pub fn start(line: impl Fn(Duration) -> String + Send + 'static) -> Ticker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let started = Instant::now();
+        let handle = std::thread::spawn(move || {
+            let width = terminal_width();
+            while !s.load(Ordering::Relaxed) {
+                let mut text = line(started.elapsed());
+                if text.chars().count() > width {
+                    text = text.chars().take(width.saturating_sub(1)).collect();
+                }
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\r\x1b[K{text}");
+                let _ = err.flush();
+                drop(err);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+        });
+        Ticker {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn terminal_width() -> usize {
+    // SAFETY: winsize is plain data; TIOCGWINSZ fills it or fails.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_col > 0 {
+            ws.ws_col as usize
+        } else {
+            100
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("500").unwrap(), 500);
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_size("20m").unwrap(), 20 << 20);
+        assert!(parse_size("x").is_err());
+        assert_eq!(bytes(1536), "1.50 KiB");
+    }
+}

@@ -1,0 +1,92 @@
+//! Where a password comes from: a command, a file, the environment, or the terminal.
+//! Never a plain command-line flag (it would show in `ps` and shell history).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+#[derive(Clone, Debug, Default)]
+pub struct PasswordSource {
+    pub file: Option<PathBuf>,
+    pub command: Option<String>,
+}
+
+fn trim_newline(mut s: String) -> String {
+    while s.ends_with('\n') || s.ends_with('\r') {
+        s.pop();
+    }
+    s
+}
+
+fn prompt(text: &str) -> Result<String> {
+    rpassword::prompt_password(text).context("reading the password from the terminal")
+}
+
+impl PasswordSource {
+    /// The password for an existing repository.
+    pub fn get(&self) -> Result<String> {
+        self.get_inner(false)
+    }
+
+    /// A password for a new repository or key: asked twice on a terminal.
+    pub fn get_new(&self) -> Result<String> {
+        self.get_inner(true)
+    }
+
+    /// Asks twice on the terminal, ignoring the environment (for a new password).
+    pub fn get_new_prompt_only(&self) -> Result<String> {
+        let a = prompt("enter the new password: ")?;
+        let b = prompt("enter the new password again: ")?;
+        if a != b {
+            bail!("the passwords do not match");
+        }
+        non_empty(a)
+    }
+
+    fn get_inner(&self, confirm: bool) -> Result<String> {
+        if let Some(cmd) = &self.command {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .with_context(|| format!("running the password command {cmd:?}"))?;
+            if !out.status.success() {
+                bail!("the password command {cmd:?} failed ({})", out.status);
+            }
+            let pw = trim_newline(String::from_utf8(out.stdout).map_err(|_| anyhow!("the password command printed something that is not UTF-8"))?);
+            return non_empty(pw);
+        }
+        if let Some(f) = &self.file {
+            let s = std::fs::read_to_string(f)
+                .with_context(|| format!("reading the password file {}", f.display()))?;
+            let first = s.lines().next().unwrap_or("").to_string();
+            return non_empty(first);
+        }
+        if let Ok(pw) = std::env::var("BACKAZON_PASSWORD") {
+            return non_empty(pw);
+        }
+        if !std::io::stdin().is_terminal() {
+            bail!("no password given: set BACKAZON_PASSWORD, or use --password-file or --password-command");
+        }
+        if confirm {
+            let a = prompt("enter password for the repository: ")?;
+            let b = prompt("enter the password again: ")?;
+            if a != b {
+                bail!("the passwords do not match");
+            }
+            non_empty(a)
+        } else {
+            non_empty(prompt("enter password for the repository: ")?)
+        }
+    }
+}
+
+fn non_empty(pw: String) -> Result<String> {
+    if pw.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(pw)
+}
