@@ -30,7 +30,11 @@ const EXIT_PARTIAL: u8 = 3;
 const EXIT_NO_REPOSITORY: u8 = 10;
 
 #[derive(Parser)]
-#[command(name = "backazon", version, about = "Encrypted, compressed, deduplicated backups you restore by browsing")]
+#[command(
+    name = "backazon",
+    version,
+    about = "Encrypted, compressed, deduplicated backups you restore by browsing"
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -425,7 +429,9 @@ fn snapshots(ctx: &Ctx) -> Result<u8> {
             println!(
                 "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  {}",
                 s.id.short(),
-                sn.timestamp().map(local_time).unwrap_or_else(|| sn.time.clone()),
+                sn.timestamp()
+                    .map(local_time)
+                    .unwrap_or_else(|| sn.time.clone()),
                 sn.hostname,
                 sn.tags.join(","),
                 bytes(sn.summary.total_bytes),
@@ -536,7 +542,13 @@ fn ls(ctx: &Ctx, spec: &str, long: bool) -> Result<u8> {
     Ok(0)
 }
 
-fn run_restore(ctx: &Ctx, spec: &str, target: PathBuf, include: &[String], exclude: &[String]) -> Result<u8> {
+fn run_restore(
+    ctx: &Ctx,
+    spec: &str,
+    target: PathBuf,
+    include: &[String],
+    exclude: &[String],
+) -> Result<u8> {
     let repo = ctx.open()?;
     let (snap, path) = split_spec(spec);
     let snap = repo.find_snapshot(snap)?;
@@ -561,7 +573,14 @@ fn run_restore(ctx: &Ctx, spec: &str, target: PathBuf, include: &[String], exclu
         })
     });
     let started = Instant::now();
-    let summary = restore::restore(&repo, &loaded.index, &snap.snapshot.tree, path, &opts, &progress);
+    let summary = restore::restore(
+        &repo,
+        &loaded.index,
+        &snap.snapshot.tree,
+        path,
+        &opts,
+        &progress,
+    );
     drop(ticker);
     let summary = summary?;
     if ctx.global.json {
@@ -677,7 +696,13 @@ fn key(ctx: &Ctx, command: KeyCommand) -> Result<u8> {
                         .parse()
                         .map(local_time)
                         .unwrap_or_else(|_| k.created.clone());
-                    println!("{mark}{:<8}  {:<19}  {:<16}  {}", &n[..8], created, k.hostname, k.username);
+                    println!(
+                        "{mark}{:<8}  {:<19}  {:<16}  {}",
+                        &n[..8],
+                        created,
+                        k.hostname,
+                        k.username
+                    );
                 }
             }
         }

@@ -56,7 +56,9 @@ impl PasswordSource {
             if !out.status.success() {
                 bail!("the password command {cmd:?} failed ({})", out.status);
             }
-            let pw = trim_newline(String::from_utf8(out.stdout).map_err(|_| anyhow!("the password command printed something that is not UTF-8"))?);
+            let pw = trim_newline(String::from_utf8(out.stdout).map_err(|_| {
+                anyhow!("the password command printed something that is not UTF-8")
+            })?);
             return non_empty(pw);
         }
         if let Some(f) = &self.file {

@@ -178,7 +178,9 @@ impl Shared<'_> {
 
     fn check_failed(&self) -> Result<()> {
         if self.failed.load(Relaxed) {
-            Err(Error::Backend("backup aborted after a storage error".into()))
+            Err(Error::Backend(
+                "backup aborted after a storage error".into(),
+            ))
         } else {
             Ok(())
         }
@@ -266,17 +268,20 @@ fn upload_loop(
         if shared.failed.load(Relaxed) {
             continue; // drain so senders never block
         }
-        let result = shared.repo.write_pack(pack.kind, &pack.bytes).and_then(|id| {
-            shared.counters.packs_written.fetch_add(1, Relaxed);
-            let mut p = pending.lock().unwrap();
-            p.packs.push((id, pack.blobs));
-            if p.packs.len() >= every || p.last_write.elapsed() >= interval {
-                let packs = std::mem::take(&mut p.packs);
-                p.last_write = Instant::now();
-                shared.repo.write_index(&packs)?;
-            }
-            Ok(())
-        });
+        let result = shared
+            .repo
+            .write_pack(pack.kind, &pack.bytes)
+            .and_then(|id| {
+                shared.counters.packs_written.fetch_add(1, Relaxed);
+                let mut p = pending.lock().unwrap();
+                p.packs.push((id, pack.blobs));
+                if p.packs.len() >= every || p.last_write.elapsed() >= interval {
+                    let packs = std::mem::take(&mut p.packs);
+                    p.last_write = Instant::now();
+                    shared.repo.write_index(&packs)?;
+                }
+                Ok(())
+            });
         if let Err(e) = result {
             shared.fail(e);
         }
@@ -316,8 +321,7 @@ struct PathTrie {
 }
 
 fn normalise(path: &Path) -> Result<PathBuf> {
-    let abs = std::path::absolute(path)
-        .map_err(|e| Error::io("resolving", path, e))?;
+    let abs = std::path::absolute(path).map_err(|e| Error::io("resolving", path, e))?;
     let mut out = PathBuf::from("/");
     for c in abs.components() {
         match c {
@@ -392,7 +396,9 @@ impl Walker<'_, '_> {
             }
         };
         let sel = sh.selection;
-        if below.is_none_or(|t| t.selected) && any_matches(&sel.excludes, path.as_os_str().as_bytes()) {
+        if below.is_none_or(|t| t.selected)
+            && any_matches(&sel.excludes, path.as_os_str().as_bytes())
+        {
             return None;
         }
         let mut node = Node::from_metadata(name, &md);
@@ -531,15 +537,23 @@ fn back_up_file(sh: &Shared, job: &FileJob, scratch: &mut Vec<u8>) -> Option<Nod
         let id = sh.repo.keys().blob_id(chunk);
         sh.save(BlobKind::Data, id, chunk, compress)?;
         content.push(id);
-        sh.progress.bytes_read.fetch_add(chunk.len() as u64, Relaxed);
-        sh.progress.bytes_done.fetch_add(chunk.len() as u64, Relaxed);
+        sh.progress
+            .bytes_read
+            .fetch_add(chunk.len() as u64, Relaxed);
+        sh.progress
+            .bytes_done
+            .fetch_add(chunk.len() as u64, Relaxed);
         Ok(())
     };
     let small = node.size < sh.chunker.params().min as u64;
     let read = if small {
         // Most files are small: one read into a reused buffer, no chunker scratch.
         scratch.clear();
-        match file.by_ref().take(sh.chunker.params().min as u64 + 1).read_to_end(scratch) {
+        match file
+            .by_ref()
+            .take(sh.chunker.params().min as u64 + 1)
+            .read_to_end(scratch)
+        {
             Ok(0) => Ok(0),
             Ok(n) if n <= sh.chunker.params().min => save_chunk(scratch).map(|_| n as u64),
             // It grew past the small-file size since lstat: chunk what we have and the rest.
@@ -632,9 +646,9 @@ fn assemble_trees(sh: &Shared, dir_rx: Receiver<PendingDir>) -> Result<Option<Id
                     seq,
                     parent_subtree,
                 } => {
-                    let id = done
-                        .remove(&seq)
-                        .ok_or_else(|| Error::Invalid("internal error: tree out of order".into()))?;
+                    let id = done.remove(&seq).ok_or_else(|| {
+                        Error::Invalid("internal error: tree out of order".into())
+                    })?;
                     let c = &sh.counters;
                     match parent_subtree {
                         None => c.dirs_new.fetch_add(1, Relaxed),
@@ -655,7 +669,11 @@ fn assemble_trees(sh: &Shared, dir_rx: Receiver<PendingDir>) -> Result<Option<Id
     Ok(root)
 }
 
-fn find_parent(repo: &Repository, opts: &BackupOptions, paths: &[String]) -> Result<Option<SnapshotEntry>> {
+fn find_parent(
+    repo: &Repository,
+    opts: &BackupOptions,
+    paths: &[String],
+) -> Result<Option<SnapshotEntry>> {
     match &opts.parent {
         ParentChoice::None => Ok(None),
         ParentChoice::Given(id) => Ok(Some(repo.find_snapshot(&id.to_hex())?)),
@@ -671,7 +689,11 @@ fn find_parent(repo: &Repository, opts: &BackupOptions, paths: &[String]) -> Res
 }
 
 /// Backs up `opts.paths` into a new snapshot.
-pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress) -> Result<BackupResult> {
+pub fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &BackupProgress,
+) -> Result<BackupResult> {
     let started = Instant::now();
     let time = jiff::Timestamp::now();
     let mut trie = PathTrie::default();
@@ -679,7 +701,10 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
     for p in &opts.paths {
         let abs = normalise(p)?;
         if fs::symlink_metadata(&abs).is_err() {
-            return Err(Error::NotFound(format!("{}: no such file or directory", p.display())));
+            return Err(Error::NotFound(format!(
+                "{}: no such file or directory",
+                p.display()
+            )));
         }
         paths.push(abs.to_string_lossy().into_owned());
         let mut t = &mut trie;
@@ -691,7 +716,9 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
         t.selected = true;
     }
     if paths.is_empty() {
-        return Err(Error::Invalid("nothing to back up: give at least one path".into()));
+        return Err(Error::Invalid(
+            "nothing to back up: give at least one path".into(),
+        ));
     }
     paths.sort();
     paths.dedup();
@@ -795,7 +822,11 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
         for w in workers {
             let _ = w.join();
         }
-        let flushed = if root.is_ok() { shared.flush_packs() } else { Ok(()) };
+        let flushed = if root.is_ok() {
+            shared.flush_packs()
+        } else {
+            Ok(())
+        };
         shared.upload_tx.lock().unwrap().take();
         for u in uploaders {
             let _ = u.join();

@@ -101,15 +101,37 @@ mod tests {
         let what = || "t".to_string();
         let text = b"hello hello hello hello hello hello hello hello hello hello".repeat(100);
         let id = k.blob_id(&text);
-        let stored = encode(&k, ObjectType::DataBlob, Some(&id), &text, Compression::default(), true);
+        let stored = encode(
+            &k,
+            ObjectType::DataBlob,
+            Some(&id),
+            &text,
+            Compression::default(),
+            true,
+        );
         assert!(stored.len() < text.len() / 4);
         assert_eq!(
-            decode(&k, ObjectType::DataBlob, Some(&id), &stored, Some(text.len()), &what).unwrap(),
+            decode(
+                &k,
+                ObjectType::DataBlob,
+                Some(&id),
+                &stored,
+                Some(text.len()),
+                &what
+            )
+            .unwrap(),
             text
         );
         let mut noise = vec![0u8; 100_000];
         crate::crypto::fill_random(&mut noise);
-        let stored = encode(&k, ObjectType::DataBlob, None, &noise, Compression::default(), true);
+        let stored = encode(
+            &k,
+            ObjectType::DataBlob,
+            None,
+            &noise,
+            Compression::default(),
+            true,
+        );
         assert_eq!(stored.len(), noise.len() + 1 + crate::crypto::SEAL_OVERHEAD);
         assert_eq!(
             decode(&k, ObjectType::DataBlob, None, &stored, None, &what).unwrap(),

@@ -36,6 +36,8 @@ const MAX_AFFECTED: usize = 1000;
 
 /// Checks the repository. `on_step` hears what is being done, for a front end to show.
 pub fn check(repo: &Repository, read_data: bool, on_step: &dyn Fn(&str)) -> Result<CheckReport> {
+    // The cache holds copies of good objects; check must see what storage holds.
+    let repo = &repo.without_cache();
     let mut report = CheckReport::default();
     on_step("loading index");
     let loaded = repo.load_index()?;
@@ -50,9 +52,9 @@ pub fn check(repo: &Repository, read_data: bool, on_step: &dyn Fn(&str)) -> Resu
     report.blobs = index.len();
     for p in index.packs() {
         if !loaded.pack_sizes.contains_key(p) {
-            report
-                .errors
-                .push(format!("pack {p} is named by the index but missing from storage"));
+            report.errors.push(format!(
+                "pack {p} is named by the index but missing from storage"
+            ));
         }
     }
 
@@ -71,13 +73,23 @@ pub fn check(repo: &Repository, read_data: bool, on_step: &dyn Fn(&str)) -> Resu
     let mut seen_trees = HashSet::new();
     let mut bad_files = Vec::new();
     for s in &snaps {
-        walk(repo, index, s, &s.snapshot.tree, "", &mut seen_trees, &mut |msg| {
-            report.errors.push(msg)
-        }, &mut |path, ids| {
-            if ids.iter().any(|id| !index.contains(id)) {
-                bad_files.push(format!("snapshot {}: {path}: a chunk of this file is missing", s.id.short()));
-            }
-        });
+        walk(
+            repo,
+            index,
+            s,
+            &s.snapshot.tree,
+            "",
+            &mut seen_trees,
+            &mut |msg| report.errors.push(msg),
+            &mut |path, ids| {
+                if ids.iter().any(|id| !index.contains(id)) {
+                    bad_files.push(format!(
+                        "snapshot {}: {path}: a chunk of this file is missing",
+                        s.id.short()
+                    ));
+                }
+            },
+        );
     }
     report.trees = seen_trees.len();
     report.errors.append(&mut bad_files);
@@ -87,11 +99,23 @@ pub fn check(repo: &Repository, read_data: bool, on_step: &dyn Fn(&str)) -> Resu
         let mut affected = Vec::new();
         for s in &snaps {
             let mut no_dedup = HashSet::new();
-            walk(repo, index, s, &s.snapshot.tree, "", &mut no_dedup, &mut |_| {}, &mut |path, ids| {
-                if affected.len() < MAX_AFFECTED && ids.iter().any(|id| damaged.contains(id)) {
-                    affected.push(format!("snapshot {}: {path}: damaged data (this file cannot be restored)", s.id.short()));
-                }
-            });
+            walk(
+                repo,
+                index,
+                s,
+                &s.snapshot.tree,
+                "",
+                &mut no_dedup,
+                &mut |_| {},
+                &mut |path, ids| {
+                    if affected.len() < MAX_AFFECTED && ids.iter().any(|id| damaged.contains(id)) {
+                        affected.push(format!(
+                            "snapshot {}: {path}: damaged data (this file cannot be restored)",
+                            s.id.short()
+                        ));
+                    }
+                },
+            );
         }
         report.errors.extend(affected);
     }
@@ -124,7 +148,10 @@ fn walk(
         match n.kind {
             NodeKind::Dir => match &n.subtree {
                 Some(sub) => walk(repo, index, snap, sub, &p, seen, on_error, on_file),
-                None => on_error(format!("snapshot {}: {p}: folder without a tree", snap.id.short())),
+                None => on_error(format!(
+                    "snapshot {}: {p}: folder without a tree",
+                    snap.id.short()
+                )),
             },
             NodeKind::File => on_file(&p, &n.content),
             _ => {}
@@ -133,7 +160,11 @@ fn walk(
 }
 
 /// Reads every pack whole, on all cores. Returns the ids of damaged blobs.
-fn read_all_packs(repo: &Repository, index: &Index, errors: &mut Vec<String>) -> (HashSet<Id>, u64) {
+fn read_all_packs(
+    repo: &Repository,
+    index: &Index,
+    errors: &mut Vec<String>,
+) -> (HashSet<Id>, u64) {
     let groups = index.blobs_by_pack();
     let next = Mutex::new(groups.iter());
     let damaged = Mutex::new(HashSet::new());
@@ -190,7 +221,11 @@ fn check_pack(repo: &Repository, pack: &Id, blobs: &[PackBlob]) -> (Vec<Id>, Vec
             )),
         };
         if let Err(e) = result {
-            let kind = if b.kind == BlobKind::Tree { "tree" } else { "data" };
+            let kind = if b.kind == BlobKind::Tree {
+                "tree"
+            } else {
+                "data"
+            };
             errors.push(format!("pack {pack}: {kind} {e}"));
             damaged.push(b.id);
         }
@@ -198,12 +233,17 @@ fn check_pack(repo: &Repository, pack: &Id, blobs: &[PackBlob]) -> (Vec<Id>, Vec
     if bytes.len() >= TRAILER_LEN {
         let hl = pack::header_length(&bytes);
         let end = bytes.len() - TRAILER_LEN;
-        match end.checked_sub(hl).map(|start| pack::parse_header(repo.keys(), pack, &bytes[start..end])) {
+        match end
+            .checked_sub(hl)
+            .map(|start| pack::parse_header(repo.keys(), pack, &bytes[start..end]))
+        {
             Some(Ok(header)) => {
                 let mut listed: Vec<_> = header.iter().map(|h| h.id).collect();
                 listed.sort();
                 if blobs.iter().any(|b| listed.binary_search(&b.id).is_err()) {
-                    errors.push(format!("pack {pack}: header does not list every blob the index names"));
+                    errors.push(format!(
+                        "pack {pack}: header does not list every blob the index names"
+                    ));
                 }
             }
             Some(Err(e)) => errors.push(format!("pack {pack}: {e}")),

@@ -182,7 +182,11 @@ mod tests {
         let cs = chunks(&c, &data);
         assert_eq!(cs.concat(), data);
         for ch in &cs[..cs.len() - 1] {
-            assert!(ch.len() >= 512 * 1024 && ch.len() <= 8 << 20, "{}", ch.len());
+            assert!(
+                ch.len() >= 512 * 1024 && ch.len() <= 8 << 20,
+                "{}",
+                ch.len()
+            );
         }
         let avg = data.len() / cs.len();
         assert!((700 << 10..1600 << 10).contains(&avg), "average {avg}");
@@ -198,7 +202,11 @@ mod tests {
         let a = chunks(&c, &data);
         let b = chunks(&c, &edited);
         let shared = a.iter().filter(|x| b.contains(x)).count();
-        assert!(shared + 3 >= a.len(), "only {shared} of {} chunks shared", a.len());
+        assert!(
+            shared + 3 >= a.len(),
+            "only {shared} of {} chunks shared",
+            a.len()
+        );
     }
 
     #[test]

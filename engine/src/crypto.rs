@@ -240,16 +240,25 @@ mod tests {
         let sealed = k.seal(ObjectType::DataBlob, Some(&id), b"secret");
         let what = || "t".to_string();
         assert_eq!(
-            k.open(ObjectType::DataBlob, Some(&id), &sealed, &what).unwrap(),
+            k.open(ObjectType::DataBlob, Some(&id), &sealed, &what)
+                .unwrap(),
             b"secret"
         );
-        assert!(k.open(ObjectType::TreeBlob, Some(&id), &sealed, &what).is_err());
+        assert!(k
+            .open(ObjectType::TreeBlob, Some(&id), &sealed, &what)
+            .is_err());
         let other = k.blob_id(b"y");
-        assert!(k.open(ObjectType::DataBlob, Some(&other), &sealed, &what).is_err());
+        assert!(k
+            .open(ObjectType::DataBlob, Some(&other), &sealed, &what)
+            .is_err());
         let mut bad = sealed.clone();
         bad[20] ^= 1;
-        assert!(k.open(ObjectType::DataBlob, Some(&id), &bad, &what).is_err());
-        assert!(k.open(ObjectType::DataBlob, Some(&id), &sealed[..10], &what).is_err());
+        assert!(k
+            .open(ObjectType::DataBlob, Some(&id), &bad, &what)
+            .is_err());
+        assert!(k
+            .open(ObjectType::DataBlob, Some(&id), &sealed[..10], &what)
+            .is_err());
     }
 
     #[test]

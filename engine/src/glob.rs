@@ -19,7 +19,10 @@ enum Token {
     Any,      // ?
     Star,     // *
     DeepStar, // **
-    Class { negated: bool, ranges: Vec<(u8, u8)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(u8, u8)>,
+    },
 }
 
 fn parse(p: &[u8]) -> Result<Vec<Token>> {

@@ -66,7 +66,7 @@ impl Index {
     /// interrupted run is found in either pack; the first seen is kept).
     pub fn sort(&mut self) {
         if !self.sorted {
-            self.entries.sort_by(|a, b| a.id.cmp(&b.id));
+            self.entries.sort_by_key(|e| e.id);
             self.entries.dedup_by(|a, b| a.id == b.id);
             self.entries.shrink_to_fit();
             self.sorted = true;
@@ -149,7 +149,10 @@ pub fn decode_file(name: &str, data: &[u8]) -> Result<Vec<(Id, Vec<PackBlob>)>> 
     let bad = || Error::corrupt(format!("index/{name}"), "malformed index contents");
     let mut r = Reader { data, pos: 0 };
     if r.take(1).ok_or_else(bad)?[0] != FILE_VERSION {
-        return Err(Error::corrupt(format!("index/{name}"), "unknown index version"));
+        return Err(Error::corrupt(
+            format!("index/{name}"),
+            "unknown index version",
+        ));
     }
     let npacks = r.u32().ok_or_else(bad)?;
     let mut out = Vec::new();

@@ -135,7 +135,10 @@ pub fn parse_header(keys: &MasterKeys, pack: &Id, sealed: &[u8]) -> Result<Vec<P
     let count = u32::from_le_bytes(plain[1..5].try_into().unwrap()) as usize;
     let body = &plain[5..];
     if body.len() != count * HEADER_ENTRY_LEN {
-        return Err(Error::corrupt(what(), "header length does not match its entry count"));
+        return Err(Error::corrupt(
+            what(),
+            "header length does not match its entry count",
+        ));
     }
     let mut offset = 0u32;
     let mut out = Vec::with_capacity(count);

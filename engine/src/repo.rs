@@ -81,7 +81,11 @@ fn read_config(backend: &dyn Backend) -> Result<Config> {
 }
 
 impl Repository {
-    pub fn init(backend: Arc<dyn Backend>, password: &[u8], pack_size: usize) -> Result<Repository> {
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        pack_size: usize,
+    ) -> Result<Repository> {
         if backend.exists(Kind::Config, "config")? {
             return Err(Error::RepositoryExists(backend.location()));
         }
@@ -139,6 +143,18 @@ impl Repository {
         self
     }
 
+    /// The same repository read straight from storage, as `check` must.
+    pub fn without_cache(&self) -> Repository {
+        Repository {
+            backend: self.backend.clone(),
+            keys: self.keys.clone(),
+            config: self.config.clone(),
+            key_name: self.key_name.clone(),
+            cache: None,
+            compression: self.compression,
+        }
+    }
+
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
@@ -172,7 +188,14 @@ impl Repository {
 
     pub fn write_index(&self, packs: &[(Id, Vec<PackBlob>)]) -> Result<Id> {
         let plain = index::encode_file(packs);
-        let sealed = blob::encode(&self.keys, ObjectType::Index, None, &plain, self.compression, true);
+        let sealed = blob::encode(
+            &self.keys,
+            ObjectType::Index,
+            None,
+            &plain,
+            self.compression,
+            true,
+        );
         let id = self.write_object(Kind::Index, &sealed)?;
         if let Some(c) = &self.cache {
             c.put("index", &id.to_hex(), &sealed);
@@ -207,14 +230,20 @@ impl Repository {
     pub fn read_pack_header(&self, pack: &Id, size: u64) -> Result<Vec<PackBlob>> {
         let name = pack.to_hex();
         if size < TRAILER_LEN as u64 {
-            return Err(Error::corrupt(format!("pack {name}"), "too short to hold a header"));
+            return Err(Error::corrupt(
+                format!("pack {name}"),
+                "too short to hold a header",
+            ));
         }
-        let trailer = self
-            .backend
-            .read_range(Kind::Pack, &name, size - TRAILER_LEN as u64, TRAILER_LEN)?;
+        let trailer =
+            self.backend
+                .read_range(Kind::Pack, &name, size - TRAILER_LEN as u64, TRAILER_LEN)?;
         let hl = pack::header_length(&trailer) as u64;
         if hl + TRAILER_LEN as u64 > size {
-            return Err(Error::corrupt(format!("pack {name}"), "header length is out of range"));
+            return Err(Error::corrupt(
+                format!("pack {name}"),
+                "header length is out of range",
+            ));
         }
         let sealed = self.backend.read_range(
             Kind::Pack,
@@ -291,9 +320,15 @@ impl Repository {
                         p
                     }
                 };
-                let (start, end) = (loc.offset as usize, loc.offset as usize + loc.length as usize);
+                let (start, end) = (
+                    loc.offset as usize,
+                    loc.offset as usize + loc.length as usize,
+                );
                 return pack.get(start..end).map(<[u8]>::to_vec).ok_or_else(|| {
-                    Error::corrupt(format!("pack {name}"), format!("blob {id} lies past its end"))
+                    Error::corrupt(
+                        format!("pack {name}"),
+                        format!("blob {id} lies past its end"),
+                    )
                 });
             }
         }
@@ -305,7 +340,9 @@ impl Repository {
     /// those whose keyed hash is `id`, or an error naming the blob and its pack.
     pub fn read_blob(&self, index: &Index, kind: BlobKind, id: &Id) -> Result<Vec<u8>> {
         let loc = index.get(id).ok_or_else(|| {
-            Error::NotFound(format!("blob {id} is in no index (its pack is missing or damaged)"))
+            Error::NotFound(format!(
+                "blob {id} is in no index (its pack is missing or damaged)"
+            ))
         })?;
         let stored = self.read_stored_blob(id, &loc)?;
         self.decode_blob(kind, id, &loc, &stored)
@@ -340,7 +377,14 @@ impl Repository {
 
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
         let plain = serde_json::to_vec(snap).expect("serialising snapshot");
-        let sealed = blob::encode(&self.keys, ObjectType::Snapshot, None, &plain, self.compression, true);
+        let sealed = blob::encode(
+            &self.keys,
+            ObjectType::Snapshot,
+            None,
+            &plain,
+            self.compression,
+            true,
+        );
         self.write_object(Kind::Snapshot, &sealed)
     }
 
@@ -365,9 +409,7 @@ impl Repository {
                 Err(e) => problems.push(e.to_string()),
             }
         }
-        out.sort_by(|a, b| {
-            (a.snapshot.timestamp(), a.id).cmp(&(b.snapshot.timestamp(), b.id))
-        });
+        out.sort_by_key(|s| (s.snapshot.timestamp(), s.id));
         Ok((out, problems))
     }
 

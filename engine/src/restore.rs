@@ -40,7 +40,9 @@ impl RestoreOptions {
             target,
             include: Vec::new(),
             exclude: Vec::new(),
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
+            threads: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2),
             owners: crate::sys::is_root(),
         }
     }
@@ -172,7 +174,13 @@ fn ensure_dir(path: &Path) -> std::io::Result<()> {
     }
 }
 
-fn restore_file(repo: &Repository, index: &Index, job: &FileJob, owners: bool, progress: &RestoreProgress) -> bool {
+fn restore_file(
+    repo: &Repository,
+    index: &Index,
+    job: &FileJob,
+    owners: bool,
+    progress: &RestoreProgress,
+) -> bool {
     let dest = &job.dest;
     let result = (|| -> Result<()> {
         clear_for_create(dest).map_err(|e| Error::io("replacing", dest, e))?;
@@ -185,11 +193,13 @@ fn restore_file(repo: &Repository, index: &Index, job: &FileJob, owners: bool, p
             .map_err(|e| Error::io("creating", dest, e))?;
         for id in &job.node.content {
             let data = repo.read_blob(index, BlobKind::Data, id)?;
-            f.write_all(&data).map_err(|e| Error::io("writing", dest, e))?;
+            f.write_all(&data)
+                .map_err(|e| Error::io("writing", dest, e))?;
             progress.bytes_done.fetch_add(data.len() as u64, Relaxed);
         }
         drop(f);
-        apply_metadata(dest, &job.node, owners).map_err(|e| Error::io("setting metadata of", dest, e))
+        apply_metadata(dest, &job.node, owners)
+            .map_err(|e| Error::io("setting metadata of", dest, e))
     })();
     match result {
         Ok(()) => {
@@ -235,7 +245,8 @@ impl Restorer<'_> {
         let tree: Tree = match self.repo.read_tree(self.index, tree_id) {
             Ok(t) => t,
             Err(e) => {
-                self.progress.warn(format!("{snap_path}/: folder not restored: {e}"));
+                self.progress
+                    .warn(format!("{snap_path}/: folder not restored: {e}"));
                 return;
             }
         };
@@ -280,7 +291,9 @@ impl Restorer<'_> {
         if any_matches(&self.opts.exclude, &path_bytes) {
             return;
         }
-        let inc = included || self.opts.include.is_empty() || any_matches(&self.opts.include, &path_bytes);
+        let inc = included
+            || self.opts.include.is_empty()
+            || any_matches(&self.opts.include, &path_bytes);
         let target = dest.join(name.as_os_str());
         match node.kind {
             NodeKind::Dir => {
@@ -319,7 +332,9 @@ impl Restorer<'_> {
                     .and_then(|_| apply_metadata(&target, node, self.opts.owners));
                 match r {
                     Ok(()) => self.summary.links += 1,
-                    Err(e) => self.progress.warn(format!("{path}: symlink not restored: {e}")),
+                    Err(e) => self
+                        .progress
+                        .warn(format!("{path}: symlink not restored: {e}")),
                 }
             }
             NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
@@ -331,7 +346,13 @@ impl Restorer<'_> {
                 let r = clear_for_create(&target).and_then(|_| {
                     let p = c_path(&target);
                     // SAFETY: p is a valid C string.
-                    let rc = unsafe { libc::mknod(p.as_ptr(), kind | node.mode as libc::mode_t, node.rdev as libc::dev_t) };
+                    let rc = unsafe {
+                        libc::mknod(
+                            p.as_ptr(),
+                            kind | node.mode as libc::mode_t,
+                            node.rdev as libc::dev_t,
+                        )
+                    };
                     if rc == 0 {
                         apply_metadata(&target, node, self.opts.owners)
                     } else {
@@ -339,7 +360,8 @@ impl Restorer<'_> {
                     }
                 });
                 if let Err(e) = r {
-                    self.progress.warn(format!("{path}: special file not restored: {e}"));
+                    self.progress
+                        .warn(format!("{path}: special file not restored: {e}"));
                 }
             }
             NodeKind::Socket => {}

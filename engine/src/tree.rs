@@ -74,9 +74,9 @@ impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         Ok(match NameRepr::deserialize(d)? {
             NameRepr::Text(t) => Name(t.into_bytes()),
-            NameRepr::Bytes { hex } => Name(
-                from_hex(&hex).ok_or_else(|| serde::de::Error::custom("bad hex in name"))?,
-            ),
+            NameRepr::Bytes { hex } => {
+                Name(from_hex(&hex).ok_or_else(|| serde::de::Error::custom("bad hex in name"))?)
+            }
         })
     }
 }

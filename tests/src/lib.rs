@@ -58,7 +58,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = Command::new("chmod").arg("-R").arg("u+rwx").arg(&self.0).status();
+        let _ = Command::new("chmod")
+            .arg("-R")
+            .arg("u+rwx")
+            .arg(&self.0)
+            .status();
         let _ = fs::remove_dir_all(&self.0);
     }
 }
@@ -77,6 +81,9 @@ pub struct Run {
 }
 
 impl Run {
+    pub fn from_output(c: &mut Command) -> Run {
+        Run::from(c.output().expect("running backazon"))
+    }
     fn from(o: Output) -> Run {
         Run {
             code: o.status.code().unwrap_or(-1),
@@ -86,12 +93,17 @@ impl Run {
     }
     #[track_caller]
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+        })
     }
 }
 
@@ -111,7 +123,12 @@ impl Env {
     }
 
     pub fn command(&self) -> Command {
-        let mut c = Command::new(bin());
+        self.command_of(&bin())
+    }
+
+    /// A command running `exe` with this test's repository, password and cache.
+    pub fn command_of(&self, exe: &Path) -> Command {
+        let mut c = Command::new(exe);
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
@@ -123,11 +140,21 @@ impl Env {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        Run::from(self.command().args(args).output().expect("running backazon"))
+        Run::from(
+            self.command()
+                .args(args)
+                .output()
+                .expect("running backazon"),
+        )
     }
 
     pub fn run_os(&self, args: &[&OsStr]) -> Run {
-        Run::from(self.command().args(args).output().expect("running backazon"))
+        Run::from(
+            self.command()
+                .args(args)
+                .output()
+                .expect("running backazon"),
+        )
     }
 
     /// Backs up `paths` with `--json` and returns the summary.
@@ -140,7 +167,12 @@ impl Env {
     }
 
     pub fn restore(&self, spec: &str, target: &Path, extra: &[&str]) -> Run {
-        let mut args: Vec<&OsStr> = vec![OsStr::new("restore"), OsStr::new(spec), OsStr::new("--target"), target.as_os_str()];
+        let mut args: Vec<&OsStr> = vec![
+            OsStr::new("restore"),
+            OsStr::new(spec),
+            OsStr::new("--target"),
+            target.as_os_str(),
+        ];
         args.extend(extra.iter().map(OsStr::new));
         self.run_os(&args)
     }
@@ -159,7 +191,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -167,13 +199,13 @@ impl Rng {
         z ^ (z >> 31)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
     /// Incompressible bytes.
     pub fn noise(&mut self, len: usize) -> Vec<u8> {
         let mut v = Vec::with_capacity(len + 8);
         while v.len() < len {
-            v.extend_from_slice(&self.next().to_le_bytes());
+            v.extend_from_slice(&self.next_u64().to_le_bytes());
         }
         v.truncate(len);
         v
@@ -181,8 +213,18 @@ impl Rng {
     /// Text-like bytes that compress well.
     pub fn text(&mut self, len: usize) -> Vec<u8> {
         const WORDS: [&str; 12] = [
-            "invoice ", "ledger ", "the ", "quarterly ", "report ", "alice ", "backup ", "photo ",
-            "2026 ", "total: ", "\n", "account ",
+            "invoice ",
+            "ledger ",
+            "the ",
+            "quarterly ",
+            "report ",
+            "alice ",
+            "backup ",
+            "photo ",
+            "2026 ",
+            "total: ",
+            "\n",
+            "account ",
         ];
         let mut v = Vec::with_capacity(len + 16);
         while v.len() < len {
@@ -230,15 +272,23 @@ pub fn generate_tree(root: &Path, seed: u64, big_file: usize) {
     });
     for i in 0..300 {
         let len = rng.below(3000) as usize;
-        write(&root.join(format!("many/sub{}/f{i:04}.txt", i % 7)), &rng.text(len));
+        write(
+            &root.join(format!("many/sub{}/f{i:04}.txt", i % 7)),
+            &rng.text(len),
+        );
     }
     let mut deep = root.join("deep");
     for i in 0..40 {
         deep = deep.join(format!("level{i:02}"));
     }
     write(&deep.join("bottom.txt"), b"at the bottom\n");
-    write(&root.join("unicode/Résumé – naïve 日本語 🎉.txt"), "ünïcödé".as_bytes());
-    let raw = root.join("unicode").join(OsStr::from_bytes(b"latin1-caf\xe9.txt"));
+    write(
+        &root.join("unicode/Résumé – naïve 日本語 🎉.txt"),
+        "ünïcödé".as_bytes(),
+    );
+    let raw = root
+        .join("unicode")
+        .join(OsStr::from_bytes(b"latin1-caf\xe9.txt"));
     write(&raw, b"not utf-8 name");
     fs::create_dir_all(root.join("links")).unwrap();
     std::os::unix::fs::symlink("../docs/letter.txt", root.join("links/relative")).unwrap();
@@ -247,14 +297,35 @@ pub fn generate_tree(root: &Path, seed: u64, big_file: usize) {
     write(&root.join("hard/original"), &rng.text(5000));
     fs::hard_link(root.join("hard/original"), root.join("hard/second-name")).unwrap();
     write(&root.join("perms/private"), b"secret");
-    fs::set_permissions(root.join("perms/private"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(
+        root.join("perms/private"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     write(&root.join("perms/script.sh"), b"#!/bin/sh\necho hi\n");
-    fs::set_permissions(root.join("perms/script.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        root.join("perms/script.sh"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     write(&root.join("perms/readonly"), b"ro");
-    fs::set_permissions(root.join("perms/readonly"), fs::Permissions::from_mode(0o444)).unwrap();
+    fs::set_permissions(
+        root.join("perms/readonly"),
+        fs::Permissions::from_mode(0o444),
+    )
+    .unwrap();
     fs::create_dir_all(root.join("perms/sticky")).unwrap();
-    fs::set_permissions(root.join("perms/sticky"), fs::Permissions::from_mode(0o1777)).unwrap();
-    set_mtime(&root.join("docs/letter.txt"), 946_684_800, 123_456_789, true); // 2000-01-01
+    fs::set_permissions(
+        root.join("perms/sticky"),
+        fs::Permissions::from_mode(0o1777),
+    )
+    .unwrap();
+    set_mtime(
+        &root.join("docs/letter.txt"),
+        946_684_800,
+        123_456_789,
+        true,
+    ); // 2000-01-01
     set_mtime(&root.join("links/relative"), 1_000_000_000, 0, false);
     set_mtime(&root.join("docs"), 1_234_567_890, 5, true);
 }
@@ -278,15 +349,23 @@ fn scan(root: &Path) -> HashMap<Vec<u8>, Entry> {
     let mut groups: HashMap<(u64, u64), usize> = HashMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let mut names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         names.sort();
         for p in names {
             let md = fs::symlink_metadata(&p).unwrap();
-            let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+            let rel = p
+                .strip_prefix(root)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
             let ft = md.file_type();
-            let content = ft.is_file().then(|| {
-                *blake3::hash(&fs::read(&p).unwrap()).as_bytes()
-            });
+            let content = ft
+                .is_file()
+                .then(|| *blake3::hash(&fs::read(&p).unwrap()).as_bytes());
             let link_group = (ft.is_file() && md.nlink() > 1).then(|| {
                 let n = groups.len();
                 *groups.entry((md.dev(), md.ino())).or_insert(n)
@@ -298,7 +377,11 @@ fn scan(root: &Path) -> HashMap<Vec<u8>, Entry> {
                     mode: md.mode() & 0o7777,
                     uid: md.uid(),
                     gid: md.gid(),
-                    mtime: if ft.is_dir() { (0, 0) } else { (md.mtime(), md.mtime_nsec()) },
+                    mtime: if ft.is_dir() {
+                        (0, 0)
+                    } else {
+                        (md.mtime(), md.mtime_nsec())
+                    },
                     size: if ft.is_file() { md.len() } else { 0 },
                     content,
                     target: ft.is_symlink().then(|| fs::read_link(&p).unwrap()),
@@ -319,11 +402,22 @@ fn scan(root: &Path) -> HashMap<Vec<u8>, Entry> {
 pub fn assert_same_tree(original: &Path, restored: &Path) {
     let a = scan(original);
     let b = scan(restored);
-    let mut missing: Vec<_> = a.keys().filter(|k| !b.contains_key(*k)).map(|k| String::from_utf8_lossy(k).into_owned()).collect();
-    let mut extra: Vec<_> = b.keys().filter(|k| !a.contains_key(*k)).map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+    let mut missing: Vec<_> = a
+        .keys()
+        .filter(|k| !b.contains_key(*k))
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    let mut extra: Vec<_> = b
+        .keys()
+        .filter(|k| !a.contains_key(*k))
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
     missing.sort();
     extra.sort();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, extra {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
     for (k, ea) in &a {
         assert_eq!(ea, &b[k], "{} differs", String::from_utf8_lossy(k));
     }
@@ -333,7 +427,12 @@ pub fn assert_same_tree(original: &Path, restored: &Path) {
         let rel = d.strip_prefix(original).unwrap();
         let ma = fs::metadata(&d).unwrap();
         let mb = fs::metadata(restored.join(rel)).unwrap();
-        assert_eq!((ma.mtime(), ma.mtime_nsec()), (mb.mtime(), mb.mtime_nsec()), "mtime of folder {}", rel.display());
+        assert_eq!(
+            (ma.mtime(), ma.mtime_nsec()),
+            (mb.mtime(), mb.mtime_nsec()),
+            "mtime of folder {}",
+            rel.display()
+        );
     }
 }
 
@@ -391,7 +490,11 @@ pub fn all_files(path: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 /// Flips one bit of a file in place.
 pub fn flip_byte(path: &Path, offset: u64) {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8; 1];
     f.seek(SeekFrom::Start(offset)).unwrap();
     f.read_exact(&mut b).unwrap();

@@ -31,7 +31,11 @@ fn every_kind_of_file_round_trips() {
         .arg(restored_path(&target, &src))
         .output()
         .unwrap();
-    assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stdout));
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
 
     env.run(&["check", "--read-data"]).ok();
 }
@@ -47,7 +51,11 @@ fn large_file_round_trips() {
         fs::create_dir_all(&src).unwrap();
         let mut f = fs::File::create(src.join("disk-image.raw")).unwrap();
         for i in 0..75 {
-            let piece = if i % 2 == 0 { rng.text(4 << 20) } else { rng.noise(4 << 20) };
+            let piece = if i % 2 == 0 {
+                rng.text(4 << 20)
+            } else {
+                rng.noise(4 << 20)
+            };
             f.write_all(&piece).unwrap();
         }
     }
@@ -82,7 +90,10 @@ fn unchanged_files_are_not_read_again() {
     let forced = env.backup(&[&src], &["--force"]);
     assert_eq!(forced["files_unchanged"], 0);
     assert_eq!(forced["bytes_read"], forced["total_bytes"]);
-    assert!(forced["bytes_added"].as_u64().unwrap() < 100_000, "{forced}");
+    assert!(
+        forced["bytes_added"].as_u64().unwrap() < 100_000,
+        "{forced}"
+    );
 
     // Each snapshot restores its own contents.
     let snaps = env.run(&["snapshots", "--json"]).ok().json();
@@ -91,7 +102,8 @@ fn unchanged_files_are_not_read_again() {
     assert_eq!(snaps[2]["parent"], snaps[1]["id"]);
     let first_id = snaps[0]["short_id"].as_str().unwrap();
     let out = env.dir.join("first");
-    env.restore(&format!("{first_id}:{}/docs", src.display()), &out, &[]).ok();
+    env.restore(&format!("{first_id}:{}/docs", src.display()), &out, &[])
+        .ok();
     assert!(!out.join("new.txt").exists());
     assert_ne!(fs::read(out.join("letter.txt")).unwrap(), b"a new letter");
 }
@@ -111,7 +123,10 @@ fn duplicate_data_is_stored_once() {
     let second = env.backup(&[&src], &[]);
     assert_eq!(second["files_new"], 2);
     let added = second["bytes_added"].as_u64().unwrap();
-    assert!(added < 64 << 10, "a duplicated 40 MiB file added {added} bytes");
+    assert!(
+        added < 64 << 10,
+        "a duplicated 40 MiB file added {added} bytes"
+    );
     assert!(du(&env.repo) - size_before < 256 << 10);
 }
 
@@ -124,7 +139,10 @@ fn incompressible_data_is_stored_raw_and_text_is_compressed() {
     let raw = s["data_added_raw"].as_f64().unwrap();
     let added = s["bytes_added"].as_f64().unwrap();
     // Stored raw: only the per-blob seal and flag overhead on top.
-    assert!(added / raw > 0.999 && added / raw < 1.001, "{added} / {raw}");
+    assert!(
+        added / raw > 0.999 && added / raw < 1.001,
+        "{added} / {raw}"
+    );
 
     write(&src.join("ledger.txt"), &Rng::new(5).text(20 << 20));
     let s = env.backup(&[&src], &[]);
@@ -147,8 +165,14 @@ fn nothing_is_stored_in_plaintext() {
     let env = Env::init("plaintext");
     let src = env.dir.join("src");
     let marker = "BACKAZON-PLAINTEXT-MARKER-7f3a9c";
-    write(&src.join(format!("{marker}.txt")), marker.repeat(1000).as_bytes());
-    write(&src.join("notes.txt"), format!("some text {marker} more text").as_bytes());
+    write(
+        &src.join(format!("{marker}.txt")),
+        marker.repeat(1000).as_bytes(),
+    );
+    write(
+        &src.join("notes.txt"),
+        format!("some text {marker} more text").as_bytes(),
+    );
     fs::create_dir_all(src.join(format!("dir-{marker}"))).unwrap();
     env.backup(&[&src], &["--tag", marker, "--host", marker]);
     for root in [&env.repo, &env.cache] {
@@ -173,7 +197,10 @@ fn selection_options_leave_out_what_they_say() {
     write(&src.join("build/out.o"), b"o");
     write(&src.join("nobackup-here/.nobackup"), b"");
     write(&src.join("nobackup-here/x"), b"x");
-    write(&src.join("cache/CACHEDIR.TAG"), b"Signature: 8a477f597d28d172789f06886806bc55\n# cache");
+    write(
+        &src.join("cache/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n# cache",
+    );
     write(&src.join("cache/blob"), b"c");
     write(&src.join("fake-cache/CACHEDIR.TAG"), b"not a real tag");
     write(&src.join("logs/x.log"), b"log");
@@ -182,13 +209,21 @@ fn selection_options_leave_out_what_they_say() {
     env.backup(
         &[&src],
         &[
-            "--exclude", "*.tmp",
-            "--exclude", &format!("{}/build", src.display()),
-            "--exclude-file", exclude_file.to_str().unwrap(),
-            "--exclude-if-present", ".nobackup",
+            "--exclude",
+            "*.tmp",
+            "--exclude",
+            &format!("{}/build", src.display()),
+            "--exclude-file",
+            exclude_file.to_str().unwrap(),
+            "--exclude-if-present",
+            ".nobackup",
             "--exclude-caches",
-            "--exclude-larger-than", "1M",
-            "--tag", "nightly", "--host", "office-pc",
+            "--exclude-larger-than",
+            "1M",
+            "--tag",
+            "nightly",
+            "--host",
+            "office-pc",
         ],
     );
     let ls = env.run(&["ls", "latest"]).ok().stdout;
@@ -196,7 +231,16 @@ fn selection_options_leave_out_what_they_say() {
     for kept in ["a.txt", "fake-cache", "logs", "keep"] {
         assert!(names.contains(&kept), "{kept} missing from\n{ls}");
     }
-    for gone in ["b.tmp", "big.iso", "build", "out.o", "nobackup-here", "cache", "blob", "x.log"] {
+    for gone in [
+        "b.tmp",
+        "big.iso",
+        "build",
+        "out.o",
+        "nobackup-here",
+        "cache",
+        "blob",
+        "x.log",
+    ] {
         assert!(!names.contains(&gone), "{gone} should be excluded:\n{ls}");
     }
     let snaps = env.run(&["snapshots", "--json"]).ok().json();
@@ -212,7 +256,10 @@ fn ls_and_restore_filters() {
     generate_tree(&src, 6, 1 << 20);
     env.backup(&[&src], &[]);
 
-    let ls = env.run(&["ls", "--json", &format!("latest:{}/links", src.display())]).ok().json();
+    let ls = env
+        .run(&["ls", "--json", &format!("latest:{}/links", src.display())])
+        .ok()
+        .json();
     let items = ls.as_array().unwrap();
     assert_eq!(items.len(), 4, "{ls}");
     let rel = items.iter().find(|i| i["name"] == "relative").unwrap();
@@ -220,25 +267,49 @@ fn ls_and_restore_filters() {
     assert_eq!(rel["target"], "../docs/letter.txt");
 
     let long = env.run(&["ls", "-l", "latest"]).ok().stdout;
-    assert!(long.lines().any(|l| l.starts_with("-rw-------") && l.ends_with("/perms/private")), "{long}");
+    assert!(
+        long.lines()
+            .any(|l| l.starts_with("-rw-------") && l.ends_with("/perms/private")),
+        "{long}"
+    );
 
     let out = env.dir.join("only-txt");
-    env.restore("latest", &out, &["--include", "*.txt", "--exclude", "many"]).ok();
+    env.restore("latest", &out, &["--include", "*.txt", "--exclude", "many"])
+        .ok();
     let files: Vec<_> = all_files(&out).into_iter().map(|(p, _)| p).collect();
     assert!(!files.is_empty());
-    assert!(files.iter().all(|p| p.extension().is_some_and(|e| e == "txt")), "{files:?}");
-    assert!(files.iter().all(|p| !p.to_string_lossy().contains("/many/")));
+    assert!(
+        files
+            .iter()
+            .all(|p| p.extension().is_some_and(|e| e == "txt")),
+        "{files:?}"
+    );
+    assert!(files
+        .iter()
+        .all(|p| !p.to_string_lossy().contains("/many/")));
     assert!(files.iter().any(|p| p.ends_with("bottom.txt")));
 
     // A single file restores under its own name.
     let one = env.dir.join("one");
-    env.restore(&format!("latest:{}/docs/letter.txt", src.display()), &one, &[]).ok();
-    assert_eq!(fs::read(one.join("letter.txt")).unwrap(), fs::read(src.join("docs/letter.txt")).unwrap());
+    env.restore(
+        &format!("latest:{}/docs/letter.txt", src.display()),
+        &one,
+        &[],
+    )
+    .ok();
+    assert_eq!(
+        fs::read(one.join("letter.txt")).unwrap(),
+        fs::read(src.join("docs/letter.txt")).unwrap()
+    );
     assert_eq!(fs::read_dir(&one).unwrap().count(), 1);
 
     let missing = env.restore(&format!("latest:{}/nope", src.display()), &one, &[]);
     assert_eq!(missing.code, 1);
-    assert!(missing.stderr.contains("not in this snapshot"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("not in this snapshot"),
+        "{}",
+        missing.stderr
+    );
 }
 
 #[test]
@@ -253,5 +324,7 @@ fn several_paths_keep_their_places() {
     env.restore("latest", &out, &[]).ok();
     assert_same_tree(&a, &restored_path(&out, &a));
     assert_same_tree(&b, &restored_path(&out, &b));
-    assert!(!restored_path(&out, &env.dir.join("home/alice")).join("other").exists());
+    assert!(!restored_path(&out, &env.dir.join("home/alice"))
+        .join("other")
+        .exists());
 }

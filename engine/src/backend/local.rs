@@ -92,7 +92,10 @@ impl Backend for LocalBackend {
         if got < length {
             return Err(Error::corrupt(
                 p.display().to_string(),
-                format!("object is truncated (wanted bytes {offset}..{})", offset + length as u64),
+                format!(
+                    "object is truncated (wanted bytes {offset}..{})",
+                    offset + length as u64
+                ),
             ));
         }
         Ok(buf)
@@ -109,7 +112,8 @@ impl Backend for LocalBackend {
                 .create_new(true)
                 .open(&tmp)
                 .map_err(|e| Error::io("creating", &tmp, e))?;
-            f.write_all(data).map_err(|e| Error::io("writing", &tmp, e))?;
+            f.write_all(data)
+                .map_err(|e| Error::io("writing", &tmp, e))?;
             f.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
             fs::rename(&tmp, &final_path).map_err(|e| Error::io("renaming", &tmp, e))
         })();
@@ -188,7 +192,10 @@ mod tests {
         assert!(b.read_range(Kind::Pack, "abcdef", 8, 5).is_err());
         assert_eq!(b.list(Kind::Pack).unwrap(), vec![("abcdef".into(), 10)]);
         b.remove(Kind::Pack, "abcdef").unwrap();
-        assert!(matches!(b.read(Kind::Pack, "abcdef"), Err(Error::NotFound(_))));
+        assert!(matches!(
+            b.read(Kind::Pack, "abcdef"),
+            Err(Error::NotFound(_))
+        ));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

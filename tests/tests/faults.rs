@@ -1,0 +1,450 @@
+//! Bad input and faults: wrong passwords, unreadable and changing files, altered objects,
+//! a backup killed with SIGKILL, hostile snapshots, a newer format, a missing repository.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backazon_e2e::*;
+use backazon_engine::pack::{BlobKind, PackBuilder};
+use backazon_engine::snapshot::{Snapshot, Summary};
+use backazon_engine::tree::{Name, Node, NodeKind, Tree};
+
+fn listing(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = all_files(root)
+        .into_iter()
+        .map(|(p, b)| (p.to_string_lossy().into_owned(), b))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn wrong_password_is_refused_and_writes_nothing() {
+    let env = Env::init("wrongpw");
+    let src = env.dir.join("src");
+    write(&src.join("a"), b"a");
+    env.backup(&[&src], &[]);
+    let before = listing(&env.repo);
+    for args in [
+        &["snapshots"][..],
+        &["backup", src.to_str().unwrap()],
+        &["check"],
+        &["key", "list"],
+    ] {
+        let r = Run::from_output(
+            env.command()
+                .env("BACKAZON_PASSWORD", "not the password")
+                .args(args),
+        );
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("wrong password or no key file matches"),
+            "{}",
+            r.stderr
+        );
+    }
+    assert_eq!(before, listing(&env.repo));
+}
+
+#[test]
+fn password_sources() {
+    let env = Env::init("pwsources");
+    let file = env.dir.join("pw");
+    write(&file, format!("{PASSWORD}\n").as_bytes());
+    let r = env
+        .command()
+        .env_remove("BACKAZON_PASSWORD")
+        .args(["snapshots", "--password-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = env
+        .command()
+        .env_remove("BACKAZON_PASSWORD")
+        .env("BACKAZON_PASSWORD_FILE", &file)
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    let r = env
+        .command()
+        .env_remove("BACKAZON_PASSWORD")
+        .args([
+            "snapshots",
+            "--password-command",
+            &format!("echo '{PASSWORD}'"),
+        ])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = Run::from_output(
+        env.command()
+            .env_remove("BACKAZON_PASSWORD")
+            .arg("snapshots"),
+    );
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no password given"), "{}", r.stderr);
+}
+
+#[test]
+fn missing_repository_and_newer_format() {
+    let env = Env::new("norepo");
+    let r = env.run(&["snapshots"]);
+    assert_eq!(r.code, 10, "{}", r.stderr);
+    assert!(r.stderr.contains("no repository at"), "{}", r.stderr);
+
+    env.run(&["init"]).ok();
+    let again = env.run(&["init"]);
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("already exists"));
+
+    let config = env.repo.join("config");
+    let text = fs::read_to_string(&config).unwrap();
+    let newer = text.replace("\"version\": 1", "\"version\": 99");
+    assert_ne!(text, newer);
+    fs::write(&config, newer).unwrap();
+    let r = env.run(&["snapshots"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("format version 99 is newer"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn unreadable_files_are_skipped_and_reported() {
+    // Root reads everything, so the backup runs as an ordinary user (nobody).
+    let env = Env::new("unreadable");
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let src = env.dir.join("src");
+    write(&src.join("readable.txt"), b"fine");
+    write(&src.join("secret.txt"), b"no access");
+    fs::create_dir_all(src.join("locked")).unwrap();
+    write(&src.join("locked/inner.txt"), b"inner");
+    fs::set_permissions(src.join("secret.txt"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+    // The build folder may not be reachable by nobody (a clone under /root): use a copy.
+    let exe = env.dir.join("backazon");
+    fs::copy(bin(), &exe).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let mut c = env.command_of(&exe);
+        c.uid(65534).gid(65534).args(args);
+        Run::from_output(&mut c)
+    };
+    as_nobody(&["init"]).ok();
+    let r = as_nobody(&["backup", "--json", src.to_str().unwrap()]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("secret.txt"), "{}", r.stderr);
+    assert!(r.stderr.contains("locked"), "{}", r.stderr);
+    let s = r.json();
+    assert_eq!(s["errors"], 2, "{s}");
+    let snaps = as_nobody(&["snapshots", "--json"]).ok().json();
+    assert_eq!(snaps[0]["summary"]["errors"], 2);
+    let ls = as_nobody(&["ls", "latest"]).ok().stdout;
+    assert!(
+        ls.contains("readable.txt") && !ls.contains("secret.txt"),
+        "{ls}"
+    );
+}
+
+#[test]
+fn a_file_changing_while_read_is_detected() {
+    let env = Env::init("changing");
+    let src = env.dir.join("src");
+    let path = src.join("growing.log");
+    write(&path, &Rng::new(1).noise(150 << 20));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let path = path.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                f.write_all(&[b'x'; 4096]).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let r = env.run(&["backup", "--json", src.to_str().unwrap()]);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let s = r.json();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(s["files_changed_during_read"], 1, "{s}");
+    assert!(
+        r.stderr
+            .contains("growing.log: file changed while it was read"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Finds the pack and offset of the first chunk of a file in the latest snapshot.
+fn locate_chunk(env: &Env, file: &Path) -> (String, u64) {
+    let repo = env.open();
+    let idx = repo.load_index().unwrap().index;
+    let snap = repo.find_snapshot("latest").unwrap();
+    let node = backazon_engine::restore::find_node(
+        &repo,
+        &idx,
+        &snap.snapshot.tree,
+        file.to_str().unwrap(),
+    )
+    .unwrap()
+    .unwrap();
+    let loc = idx.get(&node.content[0]).unwrap();
+    (loc.pack.to_hex(), loc.offset as u64 + loc.length as u64 / 2)
+}
+
+#[test]
+fn an_altered_pack_is_named_and_never_restored_wrong() {
+    let env = Env::init("badpack");
+    let src = env.dir.join("src");
+    write(&src.join("victim.txt"), &Rng::new(7).text(200_000));
+    write(&src.join("bystander.txt"), &Rng::new(8).text(200_000));
+    env.backup(&[&src], &[]);
+    let (pack, offset) = locate_chunk(&env, &src.join("victim.txt"));
+    flip_byte(&object_path(&env.repo, "data", &pack), offset);
+
+    let r = env.run(&["check", "--read-data"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("pack {pack}")), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("victim.txt: damaged data"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("bystander.txt"), "{}", r.stderr);
+
+    let out = env.dir.join("out");
+    let r = env.restore("latest", &out, &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("victim.txt: not restored"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&pack),
+        "the message names the pack: {}",
+        r.stderr
+    );
+    let restored = out.join(src.strip_prefix("/").unwrap());
+    assert!(!restored.join("victim.txt").exists());
+    assert_eq!(
+        fs::read(restored.join("bystander.txt")).unwrap(),
+        fs::read(src.join("bystander.txt")).unwrap()
+    );
+}
+
+#[test]
+fn altered_index_and_snapshot_objects_are_named() {
+    let env = Env::init("badmeta");
+    let src = env.dir.join("src");
+    write(&src.join("a.txt"), b"hello");
+    env.backup(&[&src], &[]);
+    write(&src.join("b.txt"), b"second");
+    env.backup(&[&src], &[]);
+
+    let index = objects(&env.repo, "index")[0].clone();
+    flip_byte(&object_path(&env.repo, "index", &index), 40);
+    let r = env.run(&["check", "--read-data"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains(&format!("index/{index}")), "{}", r.stderr);
+    // The packs it named are still found through their own headers: restore works.
+    let out = env.dir.join("out");
+    env.restore("latest", &out, &[]).ok();
+    fs::remove_file(object_path(&env.repo, "index", &index)).unwrap();
+
+    let snap = objects(&env.repo, "snapshots")[0].clone();
+    flip_byte(&object_path(&env.repo, "snapshots", &snap), 30);
+    let r = env.run(&["snapshots"]);
+    assert_eq!(r.code, 3);
+    assert!(
+        r.stderr.contains(&format!("snapshot {snap}")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.contains("1 snapshots"), "{}", r.stdout);
+    let r = env.run(&["check"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(&format!("snapshot {snap}")),
+        "{}",
+        r.stderr
+    );
+
+    // A truncated pack is named too.
+    let pack = objects(&env.repo, "data")[0].clone();
+    let p = object_path(&env.repo, "data", &pack);
+    let len = fs::metadata(&p).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    let r = env.run(&["check", "--read-data"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains(&pack), "{}", r.stderr);
+}
+
+#[test]
+fn a_killed_backup_loses_nothing_and_is_resumed() {
+    let env = Env::init("killed");
+    let src = env.dir.join("src");
+    let mut rng = Rng::new(11);
+    for i in 0..12 {
+        write(&src.join(format!("part{i:02}.bin")), &rng.noise(24 << 20));
+    }
+    let mut child = env
+        .command()
+        .args(["backup", "--quiet", src.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while objects(&env.repo, "data").len() < 6 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no packs appeared"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("backup ended before it could be killed: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let packs_before = objects(&env.repo, "data").len();
+    assert!(objects(&env.repo, "snapshots").is_empty());
+
+    let s = env.backup(&[&src], &[]);
+    let added = s["bytes_added"].as_u64().unwrap();
+    let total = s["total_bytes"].as_u64().unwrap();
+    assert!(
+        added + (packs_before as u64 - 1) * (15 << 20) < total + (2 << 20),
+        "the second run added {added} of {total} bytes; {packs_before} packs were already there"
+    );
+    let r = env.run(&["check", "--read-data"]).ok();
+    assert!(!r.stderr.contains("error"), "{}", r.stderr);
+    let out = env.dir.join("out");
+    env.restore("latest", &out, &[]).ok();
+    assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
+}
+
+fn node(name: &[u8], kind: NodeKind) -> Node {
+    Node {
+        name: Name(name.to_vec()),
+        kind,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        mtime: 0,
+        atime: 0,
+        ctime: 0,
+        inode: 0,
+        device: 0,
+        links: 0,
+        rdev: 0,
+        target: None,
+        content: Vec::new(),
+        subtree: None,
+    }
+}
+
+#[test]
+fn hostile_names_in_a_snapshot_never_escape_the_target() {
+    let env = Env::init("hostile");
+    // Craft a snapshot through the engine, as an attacker with the key could.
+    let repo = env.open();
+    let keys = repo.keys().clone();
+    let mut data = PackBuilder::new(BlobKind::Data);
+    let payload = b"owned".to_vec();
+    let chunk = keys.blob_id(&payload);
+    let sealed = backazon_engine::blob::encode(
+        &keys,
+        BlobKind::Data.object_type(),
+        Some(&chunk),
+        &payload,
+        Default::default(),
+        false,
+    );
+    data.add(chunk, payload.len(), &sealed);
+    let file = |name: &[u8]| {
+        let mut n = node(name, NodeKind::File);
+        n.content = vec![chunk];
+        n.size = 5;
+        n
+    };
+    let mut nodes = vec![
+        file(b".."),
+        file(b"../../escaped"),
+        file(b"a/b"),
+        file(b"nul\0byte"),
+        file(b"ok.txt"),
+        file(b"ok.txt"), // duplicate
+    ];
+    nodes.push(file(b"."));
+    let tree = Tree { nodes };
+    let tree_bytes = tree.to_bytes();
+    let tree_id = keys.blob_id(&tree_bytes);
+    let mut trees = PackBuilder::new(BlobKind::Tree);
+    let sealed = backazon_engine::blob::encode(
+        &keys,
+        BlobKind::Tree.object_type(),
+        Some(&tree_id),
+        &tree_bytes,
+        Default::default(),
+        true,
+    );
+    trees.add(tree_id, tree_bytes.len(), &sealed);
+    let mut index = Vec::new();
+    for mut p in [data, trees] {
+        let f = p.finish(&keys);
+        let id = repo.write_pack(f.kind, &f.bytes).unwrap();
+        index.push((id, f.blobs));
+    }
+    repo.write_index(&index).unwrap();
+    repo.save_snapshot(&Snapshot {
+        time: "2026-01-01T00:00:00Z".into(),
+        tree: tree_id,
+        paths: vec!["/".into()],
+        hostname: "evil".into(),
+        username: "evil".into(),
+        job: None,
+        tags: vec![],
+        parent: None,
+        program_version: "0".into(),
+        summary: Summary::default(),
+    })
+    .unwrap();
+
+    let outer = env.dir.join("outer");
+    let target = outer.join("a/b/target");
+    let r = env.restore("latest", &target, &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("unsafe name"), "{}", r.stderr);
+    assert_eq!(fs::read(target.join("ok.txt")).unwrap(), b"owned");
+    let everything: Vec<_> = all_files(&env.dir.0)
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| !p.starts_with(&env.repo) && !p.starts_with(&env.cache))
+        .collect();
+    assert_eq!(
+        everything,
+        vec![target.join("ok.txt")],
+        "files outside the target"
+    );
+}
