@@ -197,28 +197,28 @@ impl Shared<'_> {
             return Ok(());
         }
         let repo = self.repo;
-        let stored = blob::encode(
-            repo.keys(),
-            kind.object_type(),
-            Some(&id),
-            plain,
-            repo.compression,
-            try_compress,
-        );
         self.counters.blobs_added.fetch_add(1, Relaxed);
         if kind == BlobKind::Data {
             self.counters
                 .data_added_raw
                 .fetch_add(plain.len() as u64, Relaxed);
         }
-        self.progress
-            .bytes_added
-            .fetch_add(stored.len() as u64, Relaxed);
-        let finished = {
-            let mut p = self.packers[kind.code() as usize].lock().unwrap();
-            p.add(id, plain.len(), &stored);
-            (p.len() >= repo.config().pack_size).then(|| p.finish(repo.keys()))
-        };
+        let finished = blob::encode_with(
+            repo.keys(),
+            kind.object_type(),
+            Some(&id),
+            plain,
+            repo.compression,
+            try_compress,
+            |stored| {
+                self.progress
+                    .bytes_added
+                    .fetch_add(stored.len() as u64, Relaxed);
+                let mut p = self.packers[kind.code() as usize].lock().unwrap();
+                p.add(id, plain.len(), stored);
+                (p.len() >= repo.config().pack_size).then(|| p.finish(repo.keys()))
+            },
+        );
         if let Some(f) = finished {
             self.send_pack(f)?;
         }

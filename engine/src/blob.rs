@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use crate::crypto::{MasterKeys, ObjectType};
+use std::cell::RefCell;
+
+use crate::crypto::{MasterKeys, ObjectType, NONCE_LEN};
 use crate::error::{Error, Result};
 use crate::id::Id;
 
@@ -41,7 +43,62 @@ impl Default for Compression {
     }
 }
 
-/// Compresses (when asked and when it helps) and seals `plain`. Returns the stored bytes.
+struct Scratch {
+    compressor: Option<(i32, zstd::bulk::Compressor<'static>)>,
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
+    buf: Vec<u8>,
+}
+
+thread_local! {
+    // Per-thread zstd contexts and output buffer: creating a zstd context per chunk
+    // costs more than compressing a small one, and fresh buffers churn the allocator.
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { compressor: None, decompressor: None, buf: Vec::new() }) };
+}
+
+/// Compresses (when asked and when it helps) and seals `plain`, and hands the stored
+/// bytes to `f` without copying them out of this thread's scratch buffer.
+/// `f` must not encode itself.
+pub fn encode_with<R>(
+    keys: &MasterKeys,
+    ty: ObjectType,
+    id: Option<&Id>,
+    plain: &[u8],
+    compression: Compression,
+    try_compress: bool,
+    f: impl FnOnce(&[u8]) -> R,
+) -> R {
+    SCRATCH.with(|s| {
+        let s = &mut *s.borrow_mut();
+        let buf = &mut s.buf;
+        buf.clear();
+        buf.resize(NONCE_LEN, 0);
+        let mut compressed = false;
+        if try_compress && compression.level > 0 && plain.len() >= 64 {
+            buf.push(ZSTD);
+            buf.reserve(zstd::zstd_safe::compress_bound(plain.len()));
+            let level = compression.level;
+            if s.compressor.as_ref().is_none_or(|(l, _)| *l != level) {
+                s.compressor = zstd::bulk::Compressor::new(level).ok().map(|c| (level, c));
+            }
+            if let Some((_, c)) = &mut s.compressor {
+                let mut cursor = std::io::Cursor::new(std::mem::take(buf));
+                cursor.set_position((NONCE_LEN + 1) as u64);
+                let n = c.compress_to_buffer(plain, &mut cursor);
+                *buf = cursor.into_inner();
+                compressed = n.is_ok_and(|n| n < plain.len() - plain.len() / 50);
+            }
+        }
+        if !compressed {
+            buf.truncate(NONCE_LEN);
+            buf.push(RAW);
+            buf.extend_from_slice(plain);
+        }
+        keys.seal_in_place(ty, id, buf);
+        f(buf)
+    })
+}
+
+/// [`encode_with`], returning the stored bytes.
 pub fn encode(
     keys: &MasterKeys,
     ty: ObjectType,
@@ -50,21 +107,15 @@ pub fn encode(
     compression: Compression,
     try_compress: bool,
 ) -> Vec<u8> {
-    if try_compress && compression.level > 0 && plain.len() >= 64 {
-        let mut body = vec![0u8; 1 + zstd::zstd_safe::compress_bound(plain.len())];
-        body[0] = ZSTD;
-        let limit = plain.len() - plain.len() / 50;
-        if let Ok(n) = zstd::bulk::compress_to_buffer(plain, &mut body[1..], compression.level) {
-            if n < limit {
-                body.truncate(1 + n);
-                return keys.seal(ty, id, &body);
-            }
-        }
-    }
-    let mut body = Vec::with_capacity(plain.len() + 1);
-    body.push(RAW);
-    body.extend_from_slice(plain);
-    keys.seal(ty, id, &body)
+    encode_with(
+        keys,
+        ty,
+        id,
+        plain,
+        compression,
+        try_compress,
+        <[u8]>::to_vec,
+    )
 }
 
 /// Opens and decompresses a stored object. `raw_len_hint` bounds the decompressed size.
@@ -72,20 +123,34 @@ pub fn decode(
     keys: &MasterKeys,
     ty: ObjectType,
     id: Option<&Id>,
-    stored: &[u8],
+    mut stored: Vec<u8>,
     raw_len_hint: Option<usize>,
     what: &dyn Fn() -> String,
 ) -> Result<Vec<u8>> {
-    let mut body = keys.open(ty, id, stored, what)?;
+    let range = keys.open_in_place(ty, id, &mut stored, what)?;
+    let body = &stored[range.clone()];
     match body.first() {
         Some(&RAW) => {
-            body.remove(0);
-            Ok(body)
+            stored.truncate(range.end);
+            stored.drain(..range.start + 1);
+            Ok(stored)
         }
         Some(&ZSTD) => {
             let cap = raw_len_hint.unwrap_or(256 << 20);
-            zstd::bulk::decompress(&body[1..], cap)
-                .map_err(|e| Error::corrupt(what(), format!("cannot decompress: {e}")))
+            SCRATCH.with(|s| {
+                let s = &mut *s.borrow_mut();
+                if s.decompressor.is_none() {
+                    s.decompressor = zstd::bulk::Decompressor::new().ok();
+                }
+                let d = s
+                    .decompressor
+                    .as_mut()
+                    .ok_or_else(|| Error::corrupt(what(), "cannot set up zstd"))?;
+                let mut out = Vec::with_capacity(cap);
+                d.decompress_to_buffer(&body[1..], &mut out)
+                    .map_err(|e| Error::corrupt(what(), format!("cannot decompress: {e}")))?;
+                Ok(out)
+            })
         }
         _ => Err(Error::corrupt(what(), "unknown encoding flag")),
     }
@@ -115,7 +180,7 @@ mod tests {
                 &k,
                 ObjectType::DataBlob,
                 Some(&id),
-                &stored,
+                stored,
                 Some(text.len()),
                 &what
             )
@@ -134,7 +199,7 @@ mod tests {
         );
         assert_eq!(stored.len(), noise.len() + 1 + crate::crypto::SEAL_OVERHEAD);
         assert_eq!(
-            decode(&k, ObjectType::DataBlob, None, &stored, None, &what).unwrap(),
+            decode(&k, ObjectType::DataBlob, None, stored.clone(), None, &what).unwrap(),
             noise
         );
     }

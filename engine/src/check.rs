@@ -214,7 +214,9 @@ fn check_pack(repo: &Repository, pack: &Id, blobs: &[PackBlob]) -> (Vec<Id>, Vec
         };
         let stored = bytes.get(b.offset as usize..b.offset as usize + b.length as usize);
         let result = match stored {
-            Some(st) => repo.decode_blob(b.kind, &b.id, &loc, st).map(|_| ()),
+            Some(st) => repo
+                .decode_blob(b.kind, &b.id, &loc, st.to_vec())
+                .map(|_| ()),
             None => Err(crate::error::Error::corrupt(
                 format!("blob {} in pack {pack}", b.id),
                 "lies past the end of the pack",

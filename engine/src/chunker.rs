@@ -107,8 +107,8 @@ impl Chunker {
     }
 
     /// Reads `reader` to its end, handing each chunk to `f`. Holds at most two
-    /// maximum-size chunks in memory whatever the stream's length; `buf` is scratch
-    /// space the caller reuses across files.
+    /// maximum-size chunks in memory whatever the stream's length, and only as much as
+    /// the stream needs: `buf` is scratch space the caller reuses across files.
     pub fn for_each_chunk<R: Read, E>(
         &self,
         reader: &mut R,
@@ -117,34 +117,30 @@ impl Chunker {
         mut on_read_error: impl FnMut(std::io::Error) -> E,
     ) -> Result<u64, E> {
         let max = self.params.max;
-        if buf.len() < 2 * max {
-            buf.resize(2 * max, 0);
-        }
-        let buf = &mut buf[..2 * max];
-        let (mut start, mut filled) = (0usize, 0usize);
+        buf.clear();
+        let mut start = 0usize;
         let mut eof = false;
         let mut total = 0u64;
         loop {
-            while !eof && filled - start < max {
-                if filled == buf.len() {
-                    buf.copy_within(start..filled, 0);
-                    filled -= start;
+            while !eof && buf.len() - start < max {
+                if start >= max {
+                    // Amortised: at most one move per `max` bytes consumed.
+                    buf.drain(..start);
                     start = 0;
                 }
-                match reader.read(&mut buf[filled..]) {
-                    Ok(0) => eof = true,
-                    Ok(n) => {
-                        filled += n;
-                        total += n as u64;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(on_read_error(e)),
-                }
+                let want = (max - (buf.len() - start)) as u64;
+                let n = reader
+                    .by_ref()
+                    .take(want)
+                    .read_to_end(buf)
+                    .map_err(&mut on_read_error)? as u64;
+                total += n;
+                eof = n < want;
             }
-            if start == filled {
+            if start == buf.len() {
                 return Ok(total);
             }
-            let n = self.cut(&buf[start..filled]);
+            let n = self.cut(&buf[start..]);
             f(&buf[start..start + n])?;
             start += n;
         }

@@ -2,7 +2,7 @@
 //! that unlock them, and AES-256-GCM-SIV sealing of every other object with its type
 //! (and, for a blob, its id) bound as associated data. See docs/FORMAT.md, "Encryption".
 
-use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use aes_gcm_siv::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use serde::{Deserialize, Serialize};
 
@@ -111,6 +111,46 @@ impl MasterKeys {
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
         out
+    }
+
+    /// Seals in place: `buf` holds NONCE_LEN bytes of room, then the plaintext. On return
+    /// it holds nonce ‖ ciphertext ‖ tag, the same layout as [`MasterKeys::seal`].
+    pub fn seal_in_place(&self, ty: ObjectType, id: Option<&Id>, buf: &mut Vec<u8>) {
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce);
+        buf[..NONCE_LEN].copy_from_slice(&nonce);
+        let aad = associated_data(ty, id);
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut buf[NONCE_LEN..])
+            .expect("AES-GCM-SIV encryption cannot fail for in-memory buffers");
+        buf.extend_from_slice(&tag);
+    }
+
+    /// Opens in place; returns the range of `sealed` that now holds the plaintext.
+    pub fn open_in_place(
+        &self,
+        ty: ObjectType,
+        id: Option<&Id>,
+        sealed: &mut [u8],
+        what: &dyn Fn() -> String,
+    ) -> Result<std::ops::Range<usize>> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(Error::corrupt(what(), "object is truncated"));
+        }
+        let end = sealed.len() - TAG_LEN;
+        let (head, tag) = sealed.split_at_mut(end);
+        let (nonce, msg) = head.split_at_mut(NONCE_LEN);
+        let aad = associated_data(ty, id);
+        self.cipher
+            .decrypt_in_place_detached(Nonce::from_slice(nonce), &aad, msg, (&*tag).into())
+            .map_err(|_| {
+                Error::corrupt(
+                    what(),
+                    "authentication failed (the object was altered, truncated or is not what its name says)",
+                )
+            })?;
+        Ok(NONCE_LEN..end)
     }
 
     /// Opens a sealed object; `what` names it in the error ("pack 3fa2…", "index/…").

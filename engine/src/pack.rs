@@ -107,7 +107,9 @@ impl PackBuilder {
             header.extend_from_slice(&b.raw_length.to_le_bytes());
         }
         let sealed = keys.seal(ObjectType::PackHeader, None, &header);
-        let mut bytes = std::mem::take(&mut self.buf);
+        // Keep the reserved room for the next pack, so it is never grown by copying.
+        let room = self.buf.capacity();
+        let mut bytes = std::mem::replace(&mut self.buf, Vec::with_capacity(room));
         bytes.extend_from_slice(&sealed);
         bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         FinishedPack {

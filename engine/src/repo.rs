@@ -222,7 +222,7 @@ impl Repository {
             }
         };
         let what = || format!("index/{name}");
-        let plain = blob::decode(&self.keys, ObjectType::Index, None, &bytes, None, &what)?;
+        let plain = blob::decode(&self.keys, ObjectType::Index, None, bytes, None, &what)?;
         index::decode_file(name, &plain)
     }
 
@@ -308,32 +308,35 @@ impl Repository {
         })
     }
 
-    fn read_stored_blob(&self, id: &Id, loc: &BlobLocation) -> Result<Vec<u8>> {
+    /// Tree blobs come from the cached copy of their pack (fetched whole on first use).
+    fn read_cached_tree_blob(&self, cache: &Cache, loc: &BlobLocation) -> Result<Vec<u8>> {
         let name = loc.pack.to_hex();
-        if loc.kind == BlobKind::Tree {
-            if let Some(c) = &self.cache {
-                let pack = match c.get("trees", &name) {
-                    Some(p) => p,
-                    None => {
-                        let p = self.backend.read(Kind::Pack, &name)?;
-                        c.put("trees", &name, &p);
-                        p
-                    }
-                };
-                let (start, end) = (
-                    loc.offset as usize,
-                    loc.offset as usize + loc.length as usize,
-                );
-                return pack.get(start..end).map(<[u8]>::to_vec).ok_or_else(|| {
-                    Error::corrupt(
-                        format!("pack {name}"),
-                        format!("blob {id} lies past its end"),
-                    )
-                });
-            }
+        if let Some(b) = cache.get_range("trees", &name, loc.offset as u64, loc.length as usize) {
+            return Ok(b);
         }
-        self.backend
-            .read_range(Kind::Pack, &name, loc.offset as u64, loc.length as usize)
+        let pack = self.backend.read(Kind::Pack, &name)?;
+        if Id::of_object(&pack) == loc.pack {
+            cache.put("trees", &name, &pack);
+        }
+        let (start, end) = (
+            loc.offset as usize,
+            loc.offset as usize + loc.length as usize,
+        );
+        pack.get(start..end).map(<[u8]>::to_vec).ok_or_else(|| {
+            Error::corrupt(
+                format!("pack {name}"),
+                "a blob lies past the end of the pack",
+            )
+        })
+    }
+
+    fn read_stored_blob(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+        self.backend.read_range(
+            Kind::Pack,
+            &loc.pack.to_hex(),
+            loc.offset as u64,
+            loc.length as usize,
+        )
     }
 
     /// Reads, opens, decompresses and verifies one blob: the bytes returned are exactly
@@ -344,8 +347,16 @@ impl Repository {
                 "blob {id} is in no index (its pack is missing or damaged)"
             ))
         })?;
-        let stored = self.read_stored_blob(id, &loc)?;
-        self.decode_blob(kind, id, &loc, &stored)
+        if let (BlobKind::Tree, Some(cache)) = (kind, &self.cache) {
+            let stored = self.read_cached_tree_blob(cache, &loc)?;
+            match self.decode_blob(kind, id, &loc, stored) {
+                Ok(plain) => return Ok(plain),
+                // A damaged cached copy: drop it and read storage.
+                Err(_) => cache.remove("trees", &loc.pack.to_hex()),
+            }
+        }
+        let stored = self.read_stored_blob(&loc)?;
+        self.decode_blob(kind, id, &loc, stored)
     }
 
     pub fn decode_blob(
@@ -353,7 +364,7 @@ impl Repository {
         kind: BlobKind,
         id: &Id,
         loc: &BlobLocation,
-        stored: &[u8],
+        stored: Vec<u8>,
     ) -> Result<Vec<u8>> {
         let what = || format!("blob {id} in pack {}", loc.pack);
         let plain = blob::decode(
@@ -391,7 +402,7 @@ impl Repository {
     pub fn read_snapshot(&self, name: &str) -> Result<Snapshot> {
         let bytes = self.backend.read(Kind::Snapshot, name)?;
         let what = || format!("snapshot {name}");
-        let plain = blob::decode(&self.keys, ObjectType::Snapshot, None, &bytes, None, &what)?;
+        let plain = blob::decode(&self.keys, ObjectType::Snapshot, None, bytes, None, &what)?;
         serde_json::from_slice(&plain)
             .map_err(|e| Error::corrupt(what(), format!("malformed snapshot: {e}")))
     }

@@ -101,6 +101,30 @@ pub fn find_node(repo: &Repository, index: &Index, root: &Id, path: &str) -> Res
     Ok(found)
 }
 
+/// Hands files to the workers in batches: one wake-up per batch, not per file.
+struct Batcher {
+    tx: std::sync::mpsc::SyncSender<Vec<FileJob>>,
+    batch: Vec<FileJob>,
+    bytes: u64,
+}
+
+impl Batcher {
+    fn push(&mut self, job: FileJob) {
+        self.bytes += job.node.size;
+        self.batch.push(job);
+        if self.batch.len() >= 64 || self.bytes >= 8 << 20 {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            self.bytes = 0;
+            let _ = self.tx.send(std::mem::take(&mut self.batch));
+        }
+    }
+}
+
 struct FileJob {
     dest: PathBuf,
     snap_path: String,
@@ -124,12 +148,15 @@ fn c_path(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("restore paths hold no NUL (names are checked)")
 }
 
-fn set_times(path: &Path, node: &Node, follow: bool) -> std::io::Result<()> {
-    let ts = |ns: i64| libc::timespec {
+fn timespec(ns: i64) -> libc::timespec {
+    libc::timespec {
         tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
         tv_nsec: ns.rem_euclid(1_000_000_000) as _,
-    };
-    let times = [ts(node.atime), ts(node.mtime)];
+    }
+}
+
+fn set_times(path: &Path, node: &Node, follow: bool) -> std::io::Result<()> {
+    let times = [timespec(node.atime), timespec(node.mtime)];
     let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
     let p = c_path(path);
     // SAFETY: p is a valid C string and times points to two timespecs.
@@ -174,6 +201,39 @@ fn ensure_dir(path: &Path) -> std::io::Result<()> {
     }
 }
 
+fn create_new(dest: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(dest)
+}
+
+fn last_os_result(rc: libc::c_int) -> std::io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Owner, mode and times through the open file: no path lookups. Owner first, since
+/// changing it clears setuid/setgid bits.
+fn apply_file_metadata(f: &File, node: &Node, owners: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    // SAFETY (all three): fd is an open file; the arguments are plain values.
+    unsafe {
+        if owners && (node.uid != libc::geteuid() || node.gid != libc::getegid()) {
+            last_os_result(libc::fchown(fd, node.uid, node.gid))?;
+        }
+        last_os_result(libc::fchmod(fd, node.mode as libc::mode_t))?;
+        let times = [timespec(node.atime), timespec(node.mtime)];
+        last_os_result(libc::futimens(fd, times.as_ptr()))
+    }
+}
+
 fn restore_file(
     repo: &Repository,
     index: &Index,
@@ -183,22 +243,21 @@ fn restore_file(
 ) -> bool {
     let dest = &job.dest;
     let result = (|| -> Result<()> {
-        clear_for_create(dest).map_err(|e| Error::io("replacing", dest, e))?;
-        let mut f: File = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(dest)
-            .map_err(|e| Error::io("creating", dest, e))?;
+        // Into an empty target the first try succeeds; otherwise replace what is there.
+        let mut f = match create_new(dest) {
+            Ok(f) => f,
+            Err(_) => {
+                clear_for_create(dest).map_err(|e| Error::io("replacing", dest, e))?;
+                create_new(dest).map_err(|e| Error::io("creating", dest, e))?
+            }
+        };
         for id in &job.node.content {
             let data = repo.read_blob(index, BlobKind::Data, id)?;
             f.write_all(&data)
                 .map_err(|e| Error::io("writing", dest, e))?;
             progress.bytes_done.fetch_add(data.len() as u64, Relaxed);
         }
-        drop(f);
-        apply_metadata(dest, &job.node, owners)
+        apply_file_metadata(&f, &job.node, owners)
             .map_err(|e| Error::io("setting metadata of", dest, e))
     })();
     match result {
@@ -240,7 +299,7 @@ impl Restorer<'_> {
         snap_path: &str,
         included: bool,
         stack: &mut Vec<(PathBuf, Node, bool)>,
-        jobs: &std::sync::mpsc::SyncSender<FileJob>,
+        jobs: &mut Batcher,
     ) {
         let tree: Tree = match self.repo.read_tree(self.index, tree_id) {
             Ok(t) => t,
@@ -281,7 +340,7 @@ impl Restorer<'_> {
         snap_path: &str,
         included: bool,
         stack: &mut Vec<(PathBuf, Node, bool)>,
-        jobs: &std::sync::mpsc::SyncSender<FileJob>,
+        jobs: &mut Batcher,
     ) {
         let name = &node.name;
         let path = format!("{snap_path}/{}", name.to_string_lossy());
@@ -319,7 +378,7 @@ impl Restorer<'_> {
                 }
                 self.summary.files += 1;
                 self.summary.bytes += node.size;
-                let _ = jobs.send(FileJob {
+                jobs.push(FileJob {
                     dest: target,
                     snap_path: path,
                     node: node.clone(),
@@ -394,31 +453,39 @@ pub fn restore(
         summary: RestoreSummary::default(),
     };
     let threads = opts.threads.max(1);
-    let (tx, rx) = sync_channel::<FileJob>(threads * 32);
+    let (tx, rx) = sync_channel::<Vec<FileJob>>(threads * 2);
     let rx = Mutex::new(rx);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
-                let job = match rx.lock().unwrap().recv() {
-                    Ok(j) => j,
+                let batch = match rx.lock().unwrap().recv() {
+                    Ok(b) => b,
                     Err(_) => return,
                 };
-                restore_file(repo, index, &job, opts.owners, progress);
+                for job in &batch {
+                    restore_file(repo, index, job, opts.owners, progress);
+                }
             });
         }
         let mut stack = Vec::new();
+        let mut tx = Batcher {
+            tx,
+            batch: Vec::new(),
+            bytes: 0,
+        };
         match &start {
-            None => r.walk(root, &opts.target, "", false, &mut stack, &tx),
+            None => r.walk(root, &opts.target, "", false, &mut stack, &mut tx),
             Some(n) if n.kind == NodeKind::Dir => {
                 if let Some(sub) = n.subtree {
-                    r.walk(&sub, &opts.target, &snap_base, false, &mut stack, &tx)
+                    r.walk(&sub, &opts.target, &snap_base, false, &mut stack, &mut tx)
                 }
             }
             Some(n) => {
                 let parent = snap_base.rsplit_once('/').map_or("", |(p, _)| p);
-                r.entry(n, &opts.target, parent, true, &mut stack, &tx);
+                r.entry(n, &opts.target, parent, true, &mut stack, &mut tx);
             }
         }
+        tx.flush();
         drop(tx);
     });
     for (first, link, path) in std::mem::take(&mut r.pending_links) {

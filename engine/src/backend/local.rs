@@ -3,19 +3,45 @@
 //! then renamed into place, so a crash never leaves a half-written object under its name.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
+use std::num::NonZeroUsize;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
 
 use super::{Backend, Kind};
 use crate::error::{Error, Result};
 
 pub struct LocalBackend {
     root: PathBuf,
+    /// Open packs for ranged reads: restoring many small files reads many small ranges
+    /// of the same packs, and packs never change once written.
+    open_packs: Mutex<LruCache<String, Arc<File>>>,
 }
+
+const OPEN_PACKS: usize = 64;
 
 impl LocalBackend {
     pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
-        LocalBackend { root: root.into() }
+        LocalBackend {
+            root: root.into(),
+            open_packs: Mutex::new(LruCache::new(NonZeroUsize::new(OPEN_PACKS).unwrap())),
+        }
+    }
+
+    fn open_pack(&self, name: &str) -> Result<Arc<File>> {
+        if let Some(f) = self.open_packs.lock().unwrap().get(name) {
+            return Ok(f.clone());
+        }
+        let p = self.path(Kind::Pack, name);
+        let f = Arc::new(File::open(&p).map_err(|e| not_found_or_io(e, "opening", &p))?);
+        self.open_packs
+            .lock()
+            .unwrap()
+            .put(name.to_string(), f.clone());
+        Ok(f)
     }
 
     fn dir(&self, kind: Kind, name: &str) -> PathBuf {
@@ -76,13 +102,15 @@ impl Backend for LocalBackend {
 
     fn read_range(&self, kind: Kind, name: &str, offset: u64, length: usize) -> Result<Vec<u8>> {
         let p = self.path(kind, name);
-        let mut f = File::open(&p).map_err(|e| not_found_or_io(e, "opening", &p))?;
-        f.seek(SeekFrom::Start(offset))
-            .map_err(|e| Error::io("seeking in", &p, e))?;
+        let f = if kind == Kind::Pack {
+            self.open_pack(name)?
+        } else {
+            Arc::new(File::open(&p).map_err(|e| not_found_or_io(e, "opening", &p))?)
+        };
         let mut buf = vec![0u8; length];
         let mut got = 0;
         while got < length {
-            match f.read(&mut buf[got..]) {
+            match f.read_at(&mut buf[got..], offset + got as u64) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -146,6 +174,7 @@ impl Backend for LocalBackend {
     }
 
     fn remove(&self, kind: Kind, name: &str) -> Result<()> {
+        self.open_packs.lock().unwrap().pop(name);
         let p = self.path(kind, name);
         fs::remove_file(&p).map_err(|e| not_found_or_io(e, "removing", &p))
     }

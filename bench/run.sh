@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Backazon side by side with restic, same machine, same run. Prints, per data set and
+# tool, the median of RUNS runs of: initial backup wall time and peak RSS, no-change
+# backup time, restore time, and repository size; then Backazon's ratios to restic.
+#   bash bench/run.sh            # kernel tree and the generated set
+#   BENCH_SETS=kernel bash bench/run.sh
+# BENCH_DIR (default /var/tmp/backazon-bench) holds data sets, repositories, restores.
+# The page cache is warmed before each run; `sync` runs before every timed step so
+# one step's writeback does not land on the next.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BENCH_DIR="${BENCH_DIR:-/var/tmp/backazon-bench}"
+RUNS="${RUNS:-3}"
+SETS="${BENCH_SETS:-kernel generated}"
+mkdir -p "$BENCH_DIR"
+
+if ! command -v restic >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic
+fi
+cargo build --release --bins --quiet
+BZ="$PWD/target/release/backazon"
+MEASURE="python3 $PWD/bench/measure.py"
+
+dataset() {
+    case "$1" in
+    kernel)
+        local d="$BENCH_DIR/linux-source-6.1"
+        if [ ! -d "$d" ]; then
+            (cd "$BENCH_DIR" && apt-get download linux-source-6.1 >/dev/null 2>&1 || apt-get download linux-source-6.1)
+            rm -rf "$BENCH_DIR/deb" && dpkg-deb -x "$BENCH_DIR"/linux-source-6.1_*.deb "$BENCH_DIR/deb"
+            tar -C "$BENCH_DIR" -xf "$BENCH_DIR"/deb/usr/src/linux-source-6.1.tar.xz
+            rm -rf "$BENCH_DIR/deb"
+        fi
+        echo "$d" ;;
+    generated)
+        local d="$BENCH_DIR/generated"
+        [ -d "$d" ] || python3 bench/gen.py "$d"
+        echo "$d" ;;
+    esac
+}
+
+export BACKAZON_PASSWORD=bench RESTIC_PASSWORD=bench
+step() { sync; $MEASURE "$@"; }
+
+run_tool() { # tool data run -> JSON line
+    local tool=$1 data=$2 n=$3 repo="$BENCH_DIR/repo-$1" out="$BENCH_DIR/restore-$1"
+    rm -rf "$repo" "$out" "$BENCH_DIR/cache-$1"
+    tar -cf /dev/null "$data"   # warm the page cache
+    local init backup nochange restore
+    if [ "$tool" = backazon ]; then
+        export BACKAZON_CACHE_DIR="$BENCH_DIR/cache-$1"
+        "$BZ" init -q --repo "$repo"
+        backup=$(step "$BZ" backup -q --repo "$repo" "$data")
+        nochange=$(step "$BZ" backup -q --repo "$repo" "$data")
+        restore=$(step "$BZ" restore -q --repo "$repo" latest --target "$out")
+    else
+        export RESTIC_CACHE_DIR="$BENCH_DIR/cache-$1"
+        restic init -q --repo "$repo" >/dev/null
+        backup=$(step restic -q --repo "$repo" backup "$data")
+        nochange=$(step restic -q --repo "$repo" backup "$data")
+        restore=$(step restic -q --repo "$repo" restore latest --target "$out")
+    fi
+    local size
+    size=$(du -sb "$repo" | cut -f1)
+    echo "{\"tool\":\"$tool\",\"run\":$n,\"backup\":$backup,\"nochange\":$nochange,\"restore\":$restore,\"size\":$size}"
+    rm -rf "$out"
+}
+
+results="$BENCH_DIR/results.jsonl"
+: > "$results"
+for set in $SETS; do
+    data=$(dataset "$set")
+    echo "data set $set: $data ($(du -sh "$data" | cut -f1), $(find "$data" -type f | wc -l) files)" >&2
+    for n in $(seq 1 "$RUNS"); do
+        for tool in backazon restic; do
+            line=$(run_tool "$tool" "$data" "$n")
+            echo "{\"set\":\"$set\",${line:1}" | tee -a "$results" >&2
+        done
+    done
+done
+python3 bench/report.py "$results"
