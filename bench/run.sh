@@ -43,9 +43,9 @@ export BACKAZON_PASSWORD=bench RESTIC_PASSWORD=bench
 step() { sync; $MEASURE "$@"; }
 
 run_tool() { # tool data run -> JSON line
-    local tool=$1 data=$2 n=$3 repo="$BENCH_DIR/repo-$1" out="$BENCH_DIR/restore-$1"
-    rm -rf "$repo" "$out" "$BENCH_DIR/cache-$1"
-    tar -cf /dev/null "$data"   # warm the page cache
+    local tool=$1 data=$2 n=$3 repo="$BENCH_DIR/repo-$1" out="$BENCH_DIR/restores/$1-$(basename "$2")-$3"
+    rm -rf "$repo" "$BENCH_DIR/cache-$1"
+    tar -cf - "$data" 2>/dev/null | cat >/dev/null   # warm the page cache (tar skips reading when writing to /dev/null itself)
     local init backup nochange restore
     if [ "$tool" = backazon ]; then
         export BACKAZON_CACHE_DIR="$BENCH_DIR/cache-$1"
@@ -63,8 +63,15 @@ run_tool() { # tool data run -> JSON line
     local size
     size=$(du -sb "$repo" | cut -f1)
     echo "{\"tool\":\"$tool\",\"run\":$n,\"backup\":$backup,\"nochange\":$nochange,\"restore\":$restore,\"size\":$size}"
-    rm -rf "$out"
 }
+
+# Restores go to fresh folders, removed only at the end: ext4 scans for a free inode
+# slowly for about 30 s after many files were deleted, which would penalise whichever
+# tool restores right after a removal.
+clean_restores() { rm -rf "$BENCH_DIR/restores"; }
+clean_restores
+trap clean_restores EXIT
+if [ -n "$(ls -A "$BENCH_DIR" 2>/dev/null)" ]; then sync; sleep 35; fi
 
 results="$BENCH_DIR/results.jsonl"
 : > "$results"

@@ -233,6 +233,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    tune_allocator();
     let cli = Cli::parse();
     let ctx = Ctx { global: cli.global };
     match run(&ctx, cli.command) {
@@ -245,6 +246,19 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(code)
         }
+    }
+}
+
+/// glibc raises its mmap threshold as large buffers (packs, chunks) are freed, after
+/// which freed chunk buffers stay in per-thread arenas: peak RSS nearly doubles.
+/// Fixed thresholds keep large buffers mapped and returned (measured on the kernel
+/// tree: 113-128 MB down to about 66 MB, same time).
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
     }
 }
 

@@ -545,33 +545,14 @@ fn back_up_file(sh: &Shared, job: &FileJob, scratch: &mut Vec<u8>) -> Option<Nod
             .fetch_add(chunk.len() as u64, Relaxed);
         Ok(())
     };
-    let small = node.size < sh.chunker.params().min as u64;
-    let read = if small {
-        // Most files are small: one read into a reused buffer, no chunker scratch.
-        scratch.clear();
-        match file
-            .by_ref()
-            .take(sh.chunker.params().min as u64 + 1)
-            .read_to_end(scratch)
-        {
-            Ok(0) => Ok(0),
-            Ok(n) if n <= sh.chunker.params().min => save_chunk(scratch).map(|_| n as u64),
-            // It grew past the small-file size since lstat: chunk what we have and the rest.
-            Ok(_) => {
-                let mut chained = (&scratch[..]).chain(&mut file);
-                sh.chunker
-                    .for_each_chunk(&mut chained, &mut Vec::new(), &mut save_chunk, |e| {
-                        Error::io("reading", path, e)
-                    })
-            }
-            Err(e) => Err(Error::io("reading", path, e)),
-        }
-    } else {
-        sh.chunker
-            .for_each_chunk(&mut file, scratch, &mut save_chunk, |e| {
-                Error::io("reading", path, e)
-            })
-    };
+    let read = sh
+        .chunker
+        .for_each_chunk(&mut file, scratch, &mut save_chunk, |e| {
+            Error::io("reading", path, e)
+        });
+    if scratch.capacity() > 4 << 20 {
+        *scratch = Vec::new();
+    }
     let total = match read {
         Ok(n) => n,
         Err(e) => {
@@ -740,7 +721,8 @@ pub fn backup(
         p.reserve(pack_capacity);
         Mutex::new(p)
     };
-    let (upload_tx, upload_rx) = sync_channel::<FinishedPack>(1);
+    // A rendezvous: at most one finished pack waits while another is being stored.
+    let (upload_tx, upload_rx) = sync_channel::<FinishedPack>(0);
     let shared = Shared {
         repo,
         index,

@@ -94,7 +94,12 @@ pub fn encode_with<R>(
             buf.extend_from_slice(plain);
         }
         keys.seal_in_place(ty, id, buf);
-        f(buf)
+        let r = f(buf);
+        // Give back the room a rare large chunk needed.
+        if buf.capacity() > 4 << 20 {
+            *buf = Vec::new();
+        }
+        r
     })
 }
 

@@ -81,34 +81,46 @@ impl Chunker {
     /// Length of the next chunk at the start of `data`. `data` must hold at least
     /// `max` bytes unless it is the end of the stream.
     pub fn cut(&self, data: &[u8]) -> usize {
-        let p = &self.params;
-        if data.len() <= p.min {
-            return data.len();
+        let mut scan = Scan::default();
+        match self.scan(&mut scan, data) {
+            Some(n) => n,
+            None => data.len().min(self.params.max),
         }
+    }
+
+    /// Continues a cut-point search over `data` (the current chunk's bytes so far, from
+    /// its start). Returns the cut length once one is found; `None` means more data is
+    /// needed (or, at the end of the stream, the whole of `data` is the chunk).
+    fn scan(&self, st: &mut Scan, data: &[u8]) -> Option<usize> {
+        let p = &self.params;
         let end = data.len().min(p.max);
-        let normal = end.min(p.avg);
-        let mut fp: u64 = 0;
-        let mut i = p.min;
-        while i < normal {
+        let mut i = st.pos.max(p.min);
+        let mut fp = st.fp;
+        while i < end.min(p.avg) {
             fp = (fp << 1).wrapping_add(self.gear[data[i] as usize]);
             if fp & self.mask_small == 0 {
-                return i + 1;
+                return Some(i + 1);
             }
             i += 1;
         }
         while i < end {
             fp = (fp << 1).wrapping_add(self.gear[data[i] as usize]);
             if fp & self.mask_large == 0 {
-                return i + 1;
+                return Some(i + 1);
             }
             i += 1;
         }
-        end
+        if data.len() >= p.max {
+            return Some(p.max);
+        }
+        st.pos = i;
+        st.fp = fp;
+        None
     }
 
-    /// Reads `reader` to its end, handing each chunk to `f`. Holds at most two
-    /// maximum-size chunks in memory whatever the stream's length, and only as much as
-    /// the stream needs: `buf` is scratch space the caller reuses across files.
+    /// Reads `reader` to its end, handing each chunk to `f`. Memory holds the current
+    /// chunk and one read ahead (typically ~2 MiB, at most `max` + 1 MiB), whatever the
+    /// stream's length; `buf` is scratch space the caller reuses across files.
     pub fn for_each_chunk<R: Read, E>(
         &self,
         reader: &mut R,
@@ -116,35 +128,41 @@ impl Chunker {
         mut f: impl FnMut(&[u8]) -> Result<(), E>,
         mut on_read_error: impl FnMut(std::io::Error) -> E,
     ) -> Result<u64, E> {
-        let max = self.params.max;
+        const READ: u64 = 1 << 20;
         buf.clear();
-        let mut start = 0usize;
-        let mut eof = false;
         let mut total = 0u64;
+        let mut scan = Scan::default();
+        let mut eof = false;
         loop {
-            while !eof && buf.len() - start < max {
-                if start >= max {
-                    // Amortised: at most one move per `max` bytes consumed.
-                    buf.drain(..start);
-                    start = 0;
-                }
-                let want = (max - (buf.len() - start)) as u64;
-                let n = reader
-                    .by_ref()
-                    .take(want)
-                    .read_to_end(buf)
-                    .map_err(&mut on_read_error)? as u64;
-                total += n;
-                eof = n < want;
+            if let Some(n) = self.scan(&mut scan, buf) {
+                f(&buf[..n])?;
+                // What follows the cut is less than one read: a small move.
+                buf.drain(..n);
+                scan = Scan::default();
+                continue;
             }
-            if start == buf.len() {
+            if eof {
+                if !buf.is_empty() {
+                    f(buf)?;
+                }
                 return Ok(total);
             }
-            let n = self.cut(&buf[start..]);
-            f(&buf[start..start + n])?;
-            start += n;
+            let n = reader
+                .by_ref()
+                .take(READ)
+                .read_to_end(buf)
+                .map_err(&mut on_read_error)? as u64;
+            total += n;
+            eof = n < READ;
         }
     }
+}
+
+/// Where a cut-point search stopped for want of data.
+#[derive(Default)]
+struct Scan {
+    pos: usize,
+    fp: u64,
 }
 
 #[cfg(test)]
@@ -214,6 +232,24 @@ mod tests {
             a.iter().map(Vec::len).collect::<Vec<_>>(),
             b.iter().map(Vec::len).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn streaming_cuts_match_whole_buffer_cuts() {
+        let c = Chunker::new(5, ChunkerParams::default());
+        let mut data = pseudo_random(40 << 20, 4);
+        // A long run of one byte forces maximum-size chunks too.
+        data[10 << 20..30 << 20].fill(0);
+        let mut expected = Vec::new();
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let n = c.cut(rest);
+            expected.push(n);
+            rest = &rest[n..];
+        }
+        let got: Vec<usize> = chunks(&c, &data).iter().map(Vec::len).collect();
+        assert_eq!(got, expected);
+        assert!(got.contains(&(8 << 20)));
     }
 
     #[test]
