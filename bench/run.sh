@@ -43,18 +43,19 @@ export BACKAZON_PASSWORD=bench RESTIC_PASSWORD=bench
 step() { sync; $MEASURE "$@"; }
 
 run_tool() { # tool data run -> JSON line
-    local tool=$1 data=$2 n=$3 repo="$BENCH_DIR/repo-$1" out="$BENCH_DIR/restores/$1-$(basename "$2")-$3"
-    rm -rf "$repo" "$BENCH_DIR/cache-$1"
+    local tool=$1 data=$2 n=$3 tag="$1-$(basename "$2")-$3"
+    local repo="$BENCH_DIR/scratch/repo-$tag" out="$BENCH_DIR/scratch/restore-$tag"
+    mkdir -p "$BENCH_DIR/scratch"
     tar -cf - "$data" 2>/dev/null | cat >/dev/null   # warm the page cache (tar skips reading when writing to /dev/null itself)
     local init backup nochange restore
     if [ "$tool" = backazon ]; then
-        export BACKAZON_CACHE_DIR="$BENCH_DIR/cache-$1"
+        export BACKAZON_CACHE_DIR="$BENCH_DIR/scratch/cache-$tag"
         "$BZ" init -q --repo "$repo"
         backup=$(step "$BZ" backup -q --repo "$repo" "$data")
         nochange=$(step "$BZ" backup -q --repo "$repo" "$data")
         restore=$(step "$BZ" restore -q --repo "$repo" latest --target "$out")
     else
-        export RESTIC_CACHE_DIR="$BENCH_DIR/cache-$1"
+        export RESTIC_CACHE_DIR="$BENCH_DIR/scratch/cache-$tag"
         restic init -q --repo "$repo" >/dev/null
         backup=$(step restic -q --repo "$repo" backup "$data")
         nochange=$(step restic -q --repo "$repo" backup "$data")
@@ -65,13 +66,12 @@ run_tool() { # tool data run -> JSON line
     echo "{\"tool\":\"$tool\",\"run\":$n,\"backup\":$backup,\"nochange\":$nochange,\"restore\":$restore,\"size\":$size}"
 }
 
-# Restores go to fresh folders, removed only at the end: ext4 scans for a free inode
-# slowly for about 30 s after many files were deleted, which would penalise whichever
-# tool restores right after a removal.
-clean_restores() { rm -rf "$BENCH_DIR/restores"; }
-clean_restores
-trap clean_restores EXIT
-if [ -n "$(ls -A "$BENCH_DIR" 2>/dev/null)" ]; then sync; sleep 35; fi
+# Repositories, caches and restores go to fresh folders, removed only at the end:
+# ext4 searches slowly for free inodes for about 30 s after many files were deleted,
+# which would penalise whichever tool restores right after a removal.
+clean_scratch() { rm -rf "$BENCH_DIR/scratch"; }
+if [ -d "$BENCH_DIR/scratch" ]; then clean_scratch; sync; sleep 35; fi
+trap clean_scratch EXIT
 
 results="$BENCH_DIR/results.jsonl"
 : > "$results"

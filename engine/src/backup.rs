@@ -15,7 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -339,7 +339,9 @@ const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55"
 
 struct Walker<'s, 'a> {
     shared: &'s Shared<'a>,
-    job_tx: SyncSender<FileJob>,
+    job_tx: SyncSender<Vec<FileJob>>,
+    /// Files are handed to workers in batches: one wake-up per batch, not per file.
+    batch: Vec<FileJob>,
     dir_tx: SyncSender<PendingDir>,
     next_seq: u64,
 }
@@ -370,11 +372,22 @@ impl Walker<'_, '_> {
         false
     }
 
+    fn flush_jobs(&mut self) {
+        if !self.batch.is_empty() {
+            // The workers live until the walker is done; a send error means they failed.
+            let _ = self.job_tx.send(std::mem::take(&mut self.batch));
+        }
+    }
+
     fn send_dir(&mut self, entries: Vec<Pending>) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        // The receiver lives until the walker is done; a send error means it failed.
-        let _ = self.dir_tx.send(PendingDir { seq, entries });
+        let pd = PendingDir { seq, entries };
+        // Before waiting on the tree assembler, hand over the files it may be waiting for.
+        if let Err(TrySendError::Full(pd)) = self.dir_tx.try_send(pd) {
+            self.flush_jobs();
+            let _ = self.dir_tx.send(pd);
+        }
         seq
     }
 
@@ -384,11 +397,12 @@ impl Walker<'_, '_> {
         &mut self,
         path: &Path,
         name: &OsStr,
+        md: std::io::Result<fs::Metadata>,
         parent: Option<&Node>,
         below: Option<&PathTrie>,
     ) -> Option<Pending> {
         let sh = self.shared;
-        let md = match fs::symlink_metadata(path) {
+        let md = match md {
             Ok(md) => md,
             Err(e) => {
                 sh.warn(format!("{}: {e} (skipped)", path.display()));
@@ -425,13 +439,13 @@ impl Walker<'_, '_> {
                     c.files_new.fetch_add(1, Relaxed);
                 }
                 let (done, rx) = sync_channel(1);
-                let job = FileJob {
+                self.batch.push(FileJob {
                     path: path.to_path_buf(),
                     node,
                     done,
-                };
-                if self.job_tx.send(job).is_err() {
-                    return None;
+                });
+                if self.batch.len() >= 32 {
+                    self.flush_jobs();
                 }
                 Some(Pending::File {
                     path: path.to_path_buf(),
@@ -471,10 +485,11 @@ impl Walker<'_, '_> {
     }
 
     fn walk_dir(&mut self, path: &Path, parent: Option<&Tree>) -> u64 {
+        // DirEntry::metadata stats relative to the open folder: no walk of the whole path.
         let mut names: Vec<_> = match fs::read_dir(path) {
             Ok(rd) => rd
                 .filter_map(|e| match e {
-                    Ok(e) => Some(e.file_name()),
+                    Ok(e) => Some((e.file_name(), e.metadata())),
                     Err(err) => {
                         self.shared
                             .warn(format!("{}: listing: {err}", path.display()));
@@ -488,14 +503,14 @@ impl Walker<'_, '_> {
                 Vec::new()
             }
         };
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let mut entries = Vec::with_capacity(names.len());
-        for name in names {
+        for (name, md) in names {
             if self.shared.failed.load(Relaxed) {
                 break;
             }
             let old = parent.and_then(|t| t.find(name.as_bytes()));
-            if let Some(p) = self.entry(&path.join(&name), &name, old, None) {
+            if let Some(p) = self.entry(&path.join(&name), &name, md, old, None) {
                 entries.push(p);
             }
         }
@@ -510,7 +525,9 @@ impl Walker<'_, '_> {
         for (name, child) in &trie.children {
             let name = OsStr::from_bytes(name);
             let old = parent.and_then(|t| t.find(name.as_bytes()));
-            if let Some(p) = self.entry(&path.join(name), name, old, Some(child)) {
+            let child_path = path.join(name);
+            let md = fs::symlink_metadata(&child_path);
+            if let Some(p) = self.entry(&child_path, name, md, old, Some(child)) {
                 entries.push(p);
             }
         }
@@ -530,7 +547,6 @@ fn back_up_file(sh: &Shared, job: &FileJob, scratch: &mut Vec<u8>) -> Option<Nod
             return None;
         }
     };
-    let before = file.metadata().ok();
     let compress = worth_compressing(path);
     let mut content = Vec::new();
     let mut save_chunk = |chunk: &[u8]| -> Result<()> {
@@ -545,6 +561,9 @@ fn back_up_file(sh: &Shared, job: &FileJob, scratch: &mut Vec<u8>) -> Option<Nod
             .fetch_add(chunk.len() as u64, Relaxed);
         Ok(())
     };
+    // Room for the whole of a small file: one read fetches it, the next sees its end.
+    scratch.clear();
+    scratch.reserve((node.size as usize).min(1 << 20) + 1);
     let read = sh
         .chunker
         .for_each_chunk(&mut file, scratch, &mut save_chunk, |e| {
@@ -562,15 +581,16 @@ fn back_up_file(sh: &Shared, job: &FileJob, scratch: &mut Vec<u8>) -> Option<Nod
             return None;
         }
     };
+    // Compared with what the walker's lstat saw before the file was opened.
     let after = file.metadata().ok();
-    let changed = match (&before, &after) {
-        (Some(b), Some(a)) => {
-            b.size() != a.size()
-                || b.mtime() != a.mtime()
-                || b.mtime_nsec() != a.mtime_nsec()
+    let changed = match &after {
+        Some(a) => {
+            let before = &job.node;
+            before.size != a.size()
+                || before.mtime != a.mtime() * 1_000_000_000 + a.mtime_nsec()
                 || total != a.size()
         }
-        _ => true,
+        None => true,
     };
     if changed {
         sh.counters.changed_during_read.fetch_add(1, Relaxed);
@@ -743,7 +763,7 @@ pub fn backup(
     });
     let upload_rx = Mutex::new(upload_rx);
     let threads = opts.threads.max(1);
-    let (job_tx, job_rx) = sync_channel::<FileJob>(threads * 64);
+    let (job_tx, job_rx) = sync_channel::<Vec<FileJob>>(threads * 2);
     let job_rx = Mutex::new(job_rx);
     let (dir_tx, dir_rx) = sync_channel::<PendingDir>(1024);
 
@@ -766,16 +786,18 @@ pub fn backup(
                 s.spawn(|| {
                     let mut scratch = Vec::new();
                     loop {
-                        let job = match job_rx.lock().unwrap().recv() {
-                            Ok(j) => j,
+                        let batch = match job_rx.lock().unwrap().recv() {
+                            Ok(b) => b,
                             Err(_) => return,
                         };
-                        let result = if shared.failed.load(Relaxed) {
-                            None
-                        } else {
-                            back_up_file(&shared, &job, &mut scratch)
-                        };
-                        let _ = job.done.send(result);
+                        for job in batch {
+                            let result = if shared.failed.load(Relaxed) {
+                                None
+                            } else {
+                                back_up_file(&shared, &job, &mut scratch)
+                            };
+                            let _ = job.done.send(result);
+                        }
                     }
                 })
             })
@@ -790,10 +812,12 @@ pub fn backup(
                 let mut w = Walker {
                     shared: shared_ref,
                     job_tx,
+                    batch: Vec::new(),
                     dir_tx,
                     next_seq: 0,
                 };
                 w.walk_trie(Path::new("/"), trie_ref, parent_root_ref);
+                w.flush_jobs();
             })
             .expect("starting the walker thread");
         let root = assemble_trees(&shared, dir_rx);

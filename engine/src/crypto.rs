@@ -20,6 +20,29 @@ pub fn fill_random(buf: &mut [u8]) {
     getrandom::getrandom(buf).expect("the operating system's random source failed");
 }
 
+/// A fresh random nonce. Drawn from a small per-thread pool filled by the operating
+/// system's generator, so sealing many small blobs does not cost a system call each.
+fn random_nonce() -> [u8; NONCE_LEN] {
+    use std::cell::RefCell;
+    const POOL: usize = NONCE_LEN * 341;
+    thread_local! {
+        static NONCES: RefCell<(usize, [u8; POOL])> = const { RefCell::new((POOL, [0; POOL])) };
+    }
+    NONCES.with(|n| {
+        let (used, pool) = &mut *n.borrow_mut();
+        if *used == POOL {
+            fill_random(pool);
+            *used = 0;
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&pool[*used..*used + NONCE_LEN]);
+        // Never hand out the same bytes twice.
+        pool[*used..*used + NONCE_LEN].fill(0);
+        *used += NONCE_LEN;
+        nonce
+    })
+}
+
 /// What an object is, bound into its seal so one object cannot stand in for another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ObjectType {
@@ -94,8 +117,7 @@ impl MasterKeys {
     }
 
     pub fn seal(&self, ty: ObjectType, id: Option<&Id>, plaintext: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE_LEN];
-        fill_random(&mut nonce);
+        let nonce = random_nonce();
         let aad = associated_data(ty, id);
         let ct = self
             .cipher
@@ -116,8 +138,7 @@ impl MasterKeys {
     /// Seals in place: `buf` holds NONCE_LEN bytes of room, then the plaintext. On return
     /// it holds nonce ‖ ciphertext ‖ tag, the same layout as [`MasterKeys::seal`].
     pub fn seal_in_place(&self, ty: ObjectType, id: Option<&Id>, buf: &mut Vec<u8>) {
-        let mut nonce = [0u8; NONCE_LEN];
-        fill_random(&mut nonce);
+        let nonce = random_nonce();
         buf[..NONCE_LEN].copy_from_slice(&nonce);
         let aad = associated_data(ty, id);
         let tag = self
@@ -299,6 +320,14 @@ mod tests {
         assert!(k
             .open(ObjectType::DataBlob, Some(&id), &sealed[..10], &what)
             .is_err());
+    }
+
+    #[test]
+    fn nonces_do_not_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..5000 {
+            assert!(seen.insert(random_nonce()));
+        }
     }
 
     #[test]
