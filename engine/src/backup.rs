@@ -80,7 +80,7 @@ impl BackupOptions {
             job: None,
             parent: ParentChoice::Auto,
             threads: cores.max(2),
-            uploads: 1,
+            uploads: 2,
             index_every_packs: 4,
             index_interval: Duration::from_secs(20),
         }
@@ -392,7 +392,8 @@ impl Walker<'_, '_> {
     }
 
     /// One directory entry: a ready node, a queued file, or a walked sub-directory.
-    /// `descend` is false for folders above the selected paths.
+    /// `below` is the selection trie for folders above or at the selected paths
+    /// (`None` inside a selected folder).
     fn entry(
         &mut self,
         path: &Path,

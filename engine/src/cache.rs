@@ -17,6 +17,15 @@ pub struct Cache {
 impl Cache {
     /// `base` is the cache root (e.g. ~/.cache/backazon); each repository gets a folder by id.
     pub fn new(base: PathBuf, repo_id: &Id) -> Cache {
+        // Mark the cache as one, so backups with --exclude-caches (ours and other
+        // tools') leave it out.
+        let tag = base.join("CACHEDIR.TAG");
+        if !tag.exists() && fs::create_dir_all(&base).is_ok() {
+            let _ = fs::write(
+                &tag,
+                b"Signature: 8a477f597d28d172789f06886806bc55\n# This file marks the Backazon cache: deleting the folder is safe.\n",
+            );
+        }
         Cache {
             dir: base.join(repo_id.to_hex()),
         }
