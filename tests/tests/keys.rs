@@ -2,6 +2,17 @@
 
 use backazon_e2e::*;
 
+/// The id of the key file in use (`current`) or of another one, from `key list --json`.
+fn key_id(keys: &serde_json::Value, current: bool) -> String {
+    let k = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == current)
+        .unwrap();
+    k["id"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn add_list_change_and_remove_passwords() {
     let env = Env::init("keys");
@@ -35,24 +46,8 @@ fn add_list_change_and_remove_passwords() {
     assert_eq!(snaps.as_array().unwrap().len(), 1);
 
     // The key in use cannot be removed; another can.
-    let current = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["current"] == true)
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let other = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["current"] == false)
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let current = key_id(&keys, true);
+    let other = key_id(&keys, false);
     let r = env.run(&["key", "remove", &current[..10]]);
     assert_eq!(r.code, 1);
     assert!(
@@ -98,15 +93,7 @@ fn add_list_change_and_remove_passwords() {
         .unwrap()
         .iter()
         .all(|k| k["id"] != other.as_str()));
-    let newest = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["current"] == false)
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let newest = key_id(&keys, false);
     env.run(&["key", "remove", &newest[..12]]).ok();
     assert_eq!(
         Run::from_output(
