@@ -849,6 +849,7 @@ pub fn backup(
     if !rest.is_empty() {
         repo.write_index(&rest)?;
     }
+    repo.backend().flush()?;
 
     let c = &shared.counters;
     let error_messages = shared.error_messages.into_inner().unwrap();

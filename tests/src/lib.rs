@@ -512,7 +512,7 @@ pub fn object_path(repo: &Path, folder: &str, name: &str) -> PathBuf {
     }
 }
 
-/// Names of the objects in one folder of a local repository.
+/// Names of the objects in one folder of a local repository (not files being written).
 pub fn objects(repo: &Path, folder: &str) -> Vec<String> {
     let mut out = Vec::new();
     let base = repo.join(folder);
@@ -520,10 +520,11 @@ pub fn objects(repo: &Path, folder: &str) -> Vec<String> {
     while let Some(d) = stack.pop() {
         let Ok(rd) = fs::read_dir(&d) else { continue };
         for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
             if e.file_type().unwrap().is_dir() {
                 stack.push(e.path());
-            } else {
-                out.push(e.file_name().to_string_lossy().into_owned());
+            } else if !name.starts_with(".tmp-") {
+                out.push(name);
             }
         }
     }

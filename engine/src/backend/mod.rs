@@ -36,7 +36,14 @@ pub trait Backend: Send + Sync {
     fn create(&self) -> Result<()>;
     fn read(&self, kind: Kind, name: &str) -> Result<Vec<u8>>;
     fn read_range(&self, kind: Kind, name: &str, offset: u64, length: usize) -> Result<Vec<u8>>;
+    /// Stores an object. A backend may hold packs back (not yet durable, not yet listed)
+    /// until [`Backend::flush`]; it flushes by itself before storing any other kind, so
+    /// an index or snapshot is never durable before the packs it names.
     fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()>;
+    /// Makes every pack written so far durable and visible.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
     /// Every object of a kind with its size in bytes.
     fn list(&self, kind: Kind) -> Result<Vec<(String, u64)>>;
     fn remove(&self, kind: Kind, name: &str) -> Result<()>;
