@@ -79,7 +79,9 @@ for set in $SETS; do
     data=$(dataset "$set")
     echo "data set $set: $data ($(du -sh "$data" | cut -f1), $(find "$data" -type f | wc -l) files)" >&2
     for n in $(seq 1 "$RUNS"); do
-        for tool in backazon restic; do
+        # Alternate which tool goes first, so neither always meets the other's leftovers.
+        order="backazon restic"; [ $((n % 2)) -eq 0 ] && order="restic backazon"
+        for tool in $order; do
             line=$(run_tool "$tool" "$data" "$n")
             echo "{\"set\":\"$set\",${line:1}" | tee -a "$results" >&2
         done

@@ -341,7 +341,9 @@ struct Walker<'s, 'a> {
     shared: &'s Shared<'a>,
     job_tx: SyncSender<Vec<FileJob>>,
     /// Files are handed to workers in batches: one wake-up per batch, not per file.
+    /// A batch is closed at 32 files or 4 MiB, so large files still spread over workers.
     batch: Vec<FileJob>,
+    batch_bytes: u64,
     dir_tx: SyncSender<PendingDir>,
     next_seq: u64,
 }
@@ -374,6 +376,7 @@ impl Walker<'_, '_> {
 
     fn flush_jobs(&mut self) {
         if !self.batch.is_empty() {
+            self.batch_bytes = 0;
             // The workers live until the walker is done; a send error means they failed.
             let _ = self.job_tx.send(std::mem::take(&mut self.batch));
         }
@@ -440,12 +443,13 @@ impl Walker<'_, '_> {
                     c.files_new.fetch_add(1, Relaxed);
                 }
                 let (done, rx) = sync_channel(1);
+                self.batch_bytes += node.size;
                 self.batch.push(FileJob {
                     path: path.to_path_buf(),
                     node,
                     done,
                 });
-                if self.batch.len() >= 32 {
+                if self.batch.len() >= 32 || self.batch_bytes >= 4 << 20 {
                     self.flush_jobs();
                 }
                 Some(Pending::File {
@@ -814,6 +818,7 @@ pub fn backup(
                     shared: shared_ref,
                     job_tx,
                     batch: Vec::new(),
+                    batch_bytes: 0,
                     dir_tx,
                     next_seq: 0,
                 };
