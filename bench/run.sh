@@ -5,8 +5,9 @@
 #   bash bench/run.sh            # kernel tree and the generated set
 #   BENCH_SETS=kernel bash bench/run.sh
 # BENCH_DIR (default /var/tmp/backazon-bench) holds data sets, repositories, restores.
-# The page cache is warmed before each run; `sync` runs before every timed step so
-# one step's writeback does not land on the next.
+# Before each run the page cache is emptied (as root) and the data set read once, so
+# backups start warm; `sync` runs before every timed step so one step's writeback does
+# not land on the next.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_DIR="${BENCH_DIR:-/var/tmp/backazon-bench}"
@@ -46,7 +47,11 @@ run_tool() { # tool data run -> JSON line
     local tool=$1 data=$2 n=$3 tag="$1-$(basename "$2")-$3"
     local repo="$BENCH_DIR/scratch/repo-$tag" out="$BENCH_DIR/scratch/restore-$tag"
     mkdir -p "$BENCH_DIR/scratch"
-    tar -cf - "$data" 2>/dev/null | cat >/dev/null   # warm the page cache (tar skips reading when writing to /dev/null itself)
+    # Every run starts from the same memory state: the earlier runs' restores and
+    # repositories dropped from the page cache (as root), then the data set read once
+    # (through a pipe: tar skips reading files when it writes to /dev/null itself).
+    sync; echo 1 > /proc/sys/vm/drop_caches 2>/dev/null || true
+    tar -cf - "$data" 2>/dev/null | cat >/dev/null
     local init backup nochange restore
     if [ "$tool" = backazon ]; then
         export BACKAZON_CACHE_DIR="$BENCH_DIR/scratch/cache-$tag"
