@@ -140,6 +140,8 @@ struct Shared<'a> {
     index: &'a Index,
     seen: DashSet<Id>,
     packers: [Mutex<PackBuilder>; 2],
+    /// Buffers of stored packs, emptied for the next ones.
+    spare_buffers: Mutex<Vec<Vec<u8>>>,
     upload_tx: Mutex<Option<SyncSender<FinishedPack>>>,
     failed: AtomicBool,
     first_failure: Mutex<Option<Error>>,
@@ -216,7 +218,10 @@ impl Shared<'_> {
                     .fetch_add(stored.len() as u64, Relaxed);
                 let mut p = self.packers[kind.code() as usize].lock().unwrap();
                 p.add(id, plain.len(), stored);
-                (p.len() >= repo.config().pack_size).then(|| p.finish(repo.keys()))
+                (p.len() >= repo.config().pack_size).then(|| {
+                    let spare = self.spare_buffers.lock().unwrap().pop().unwrap_or_default();
+                    p.finish_into(repo.keys(), spare)
+                })
             },
         );
         if let Some(f) = finished {
@@ -574,7 +579,7 @@ fn back_up_file(sh: &Shared, job: &FileJob, scratch: &mut Vec<u8>) -> Option<Nod
         .for_each_chunk(&mut file, scratch, &mut save_chunk, |e| {
             Error::io("reading", path, e)
         });
-    if scratch.capacity() > 4 << 20 {
+    if scratch.capacity() > 16 << 20 {
         *scratch = Vec::new();
     }
     let total = match read {
@@ -753,6 +758,7 @@ pub fn backup(
         index,
         seen: DashSet::new(),
         packers: [new_packer(BlobKind::Data), new_packer(BlobKind::Tree)],
+        spare_buffers: Mutex::new(Vec::new()),
         upload_tx: Mutex::new(Some(upload_tx)),
         failed: AtomicBool::new(false),
         first_failure: Mutex::new(None),
@@ -799,7 +805,17 @@ pub fn backup(
                             let result = if shared.failed.load(Relaxed) {
                                 None
                             } else {
-                                back_up_file(&shared, &job, &mut scratch)
+                                // A bug met on one file must not hang the run.
+                                let run = std::panic::AssertUnwindSafe(|| {
+                                    back_up_file(&shared, &job, &mut scratch)
+                                });
+                                std::panic::catch_unwind(run).unwrap_or_else(|_| {
+                                    shared.fail(Error::Invalid(format!(
+                                        "internal error while reading {}",
+                                        job.path.display()
+                                    )));
+                                    None
+                                })
                             };
                             let _ = job.done.send(result);
                         }

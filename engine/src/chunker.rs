@@ -95,21 +95,27 @@ impl Chunker {
         let p = &self.params;
         let end = data.len().min(p.max);
         let mut i = st.pos.max(p.min);
+        if i >= end {
+            // Nothing new to scan: below the minimum size, or already at the maximum.
+            return (data.len() >= p.max).then_some(p.max);
+        }
         let mut fp = st.fp;
-        while i < end.min(p.avg) {
-            fp = (fp << 1).wrapping_add(self.gear[data[i] as usize]);
+        // Slices, not indexing: the hot loop then has no bounds checks.
+        let normal_end = end.min(p.avg).max(i);
+        for (k, &b) in data[i..normal_end].iter().enumerate() {
+            fp = (fp << 1).wrapping_add(self.gear[b as usize]);
             if fp & self.mask_small == 0 {
-                return Some(i + 1);
+                return Some(i + k + 1);
             }
-            i += 1;
         }
-        while i < end {
-            fp = (fp << 1).wrapping_add(self.gear[data[i] as usize]);
+        i = normal_end;
+        for (k, &b) in data[i..end].iter().enumerate() {
+            fp = (fp << 1).wrapping_add(self.gear[b as usize]);
             if fp & self.mask_large == 0 {
-                return Some(i + 1);
+                return Some(i + k + 1);
             }
-            i += 1;
         }
+        i = end;
         if data.len() >= p.max {
             return Some(p.max);
         }
@@ -130,22 +136,30 @@ impl Chunker {
     ) -> Result<u64, E> {
         const READ: u64 = 1 << 20;
         buf.clear();
+        let mut start = 0;
         let mut total = 0u64;
         let mut scan = Scan::default();
         let mut eof = false;
         loop {
-            if let Some(n) = self.scan(&mut scan, buf) {
-                f(&buf[..n])?;
-                // What follows the cut is less than one read: a small move.
-                buf.drain(..n);
+            if let Some(n) = self.scan(&mut scan, &buf[start..]) {
+                f(&buf[start..start + n])?;
+                start += n;
                 scan = Scan::default();
                 continue;
             }
             if eof {
-                if !buf.is_empty() {
-                    f(buf)?;
+                if start < buf.len() {
+                    f(&buf[start..])?;
                 }
                 return Ok(total);
+            }
+            // Consumed bytes are dropped in bulk: one small move per few MiB read.
+            if start == buf.len() {
+                buf.clear();
+                start = 0;
+            } else if start >= 4 << 20 {
+                buf.drain(..start);
+                start = 0;
             }
             let n = reader
                 .by_ref()

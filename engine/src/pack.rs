@@ -97,6 +97,13 @@ impl PackBuilder {
 
     /// Seals the header onto the pack and hands back its bytes, leaving `self` empty.
     pub fn finish(&mut self, keys: &MasterKeys) -> FinishedPack {
+        let room = self.buf.capacity();
+        self.finish_into(keys, Vec::with_capacity(room))
+    }
+
+    /// [`PackBuilder::finish`], continuing in `next` (an emptied buffer from an earlier
+    /// pack: reusing buffers spares the kernel zeroing fresh pages for every pack).
+    pub fn finish_into(&mut self, keys: &MasterKeys, mut next: Vec<u8>) -> FinishedPack {
         let mut header = Vec::with_capacity(5 + self.blobs.len() * HEADER_ENTRY_LEN);
         header.push(HEADER_VERSION);
         header.extend_from_slice(&(self.blobs.len() as u32).to_le_bytes());
@@ -107,9 +114,10 @@ impl PackBuilder {
             header.extend_from_slice(&b.raw_length.to_le_bytes());
         }
         let sealed = keys.seal(ObjectType::PackHeader, None, &header);
+        next.clear();
         // Keep the reserved room for the next pack, so it is never grown by copying.
-        let room = self.buf.capacity();
-        let mut bytes = std::mem::replace(&mut self.buf, Vec::with_capacity(room));
+        next.reserve(self.buf.capacity());
+        let mut bytes = std::mem::replace(&mut self.buf, next);
         bytes.extend_from_slice(&sealed);
         bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         FinishedPack {
