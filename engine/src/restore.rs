@@ -359,8 +359,7 @@ impl Restorer<'_> {
                 let Some(sub) = node.subtree else { return };
                 stack.push((target.clone(), node.clone(), false));
                 if inc {
-                    let n = stack.len();
-                    self.make_dirs(&mut stack[..n]);
+                    self.make_dirs(stack);
                 }
                 self.walk(&sub, &target, &path, inc, stack, jobs);
                 stack.pop();
