@@ -6,8 +6,9 @@
 #   BENCH_SETS=kernel bash bench/run.sh
 # BENCH_DIR (default /var/tmp/backazon-bench) holds data sets, repositories, restores.
 # Before each run the page cache is emptied (as root) and the data set read once, so
-# backups start warm; `sync` runs before every timed step so one step's writeback does
-# not land on the next.
+# backups start warm; before the restore the repository is read once, so restores start
+# warm too (whatever the tool left in the page cache while writing it); `sync` runs
+# before every timed step so one step's writeback does not land on the next.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_DIR="${BENCH_DIR:-/var/tmp/backazon-bench}"
@@ -42,6 +43,7 @@ dataset() {
 
 export BACKAZON_PASSWORD=bench RESTIC_PASSWORD=bench
 step() { sync; $MEASURE "$@"; }
+warm() { tar -cf - "$@" 2>/dev/null | cat >/dev/null; }
 
 run_tool() { # tool data run -> JSON line
     local tool=$1 data=$2 n=$3 tag="$1-$(basename "$2")-$3"
@@ -51,19 +53,21 @@ run_tool() { # tool data run -> JSON line
     # repositories dropped from the page cache (as root), then the data set read once
     # (through a pipe: tar skips reading files when it writes to /dev/null itself).
     sync; echo 1 > /proc/sys/vm/drop_caches 2>/dev/null || true
-    tar -cf - "$data" 2>/dev/null | cat >/dev/null
+    warm "$data"
     local init backup nochange restore
     if [ "$tool" = backazon ]; then
         export BACKAZON_CACHE_DIR="$BENCH_DIR/scratch/cache-$tag"
         "$BZ" init -q --repo "$repo"
         backup=$(step "$BZ" backup -q --repo "$repo" "$data")
         nochange=$(step "$BZ" backup -q --repo "$repo" "$data")
+        warm "$repo" "$BACKAZON_CACHE_DIR"
         restore=$(step "$BZ" restore -q --repo "$repo" latest --target "$out")
     else
         export RESTIC_CACHE_DIR="$BENCH_DIR/scratch/cache-$tag"
         restic init -q --repo "$repo" >/dev/null
         backup=$(step restic -q --repo "$repo" backup "$data")
         nochange=$(step restic -q --repo "$repo" backup "$data")
+        warm "$repo" "$RESTIC_CACHE_DIR"
         restore=$(step restic -q --repo "$repo" restore latest --target "$out")
     fi
     local size
