@@ -26,6 +26,14 @@ pub fn bytes(n: u64) -> String {
 /// Parses `500`, `500K`, `20M`, `2G`, `1T` (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
+    // `20MiB` and `20MB` mean `20M` too.
+    let s = ["iB", "ib", "B", "b"]
+        .iter()
+        .find_map(|suf| {
+            s.strip_suffix(suf)
+                .filter(|r| r.ends_with(|c: char| "kKmMgGtT".contains(c)))
+        })
+        .unwrap_or(s);
     let (num, mult) = match s.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
             let m = match c.to_ascii_uppercase() {
@@ -157,6 +165,9 @@ mod tests {
         assert_eq!(parse_size("2G").unwrap(), 2 << 30);
         assert_eq!(parse_size("20m").unwrap(), 20 << 20);
         assert!(parse_size("x").is_err());
+        assert_eq!(parse_size("128MiB").unwrap(), 128 << 20);
+        assert_eq!(parse_size("1GB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("10B").unwrap(), 10);
         assert_eq!(bytes(1536), "1.50 KiB");
     }
 }

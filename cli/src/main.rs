@@ -3,6 +3,7 @@
 //! outcomes to documented exit codes (see README.md, "Exit codes").
 
 mod format;
+mod mount;
 mod password;
 
 use std::io::IsTerminal;
@@ -98,6 +99,17 @@ enum Command {
     Check {
         #[arg(long)]
         read_data: bool,
+    },
+    /// Show every snapshot as a read-only folder (Windows: a drive letter) until Ctrl-C
+    Mount {
+        /// An empty folder (Windows: a free drive letter such as B:)
+        mountpoint: PathBuf,
+        /// Memory for decoded chunks and folders
+        #[arg(long, default_value = "64MiB", value_parser = format::parse_size)]
+        cache_size: u64,
+        /// Let other users see the drive (needs user_allow_other in /etc/fuse.conf)
+        #[arg(long)]
+        allow_other: bool,
     },
     /// Manage the passwords (key files) that open the repository
     Key {
@@ -275,6 +287,11 @@ fn run(ctx: &Ctx, command: Command) -> Result<u8> {
             exclude,
         } => run_restore(ctx, &snapshot, target, &include, &exclude),
         Command::Check { read_data } => run_check(ctx, read_data),
+        Command::Mount {
+            mountpoint,
+            cache_size,
+            allow_other,
+        } => mount::run(ctx, &mountpoint, cache_size, allow_other),
         Command::Key { command } => key(ctx, command),
     }
 }

@@ -40,6 +40,32 @@ impl Id {
     }
 }
 
+/// Hashes an [`Id`] by its first 8 bytes. Ids are keyed hashes: already uniformly
+/// distributed, and nobody without the repository's keys can choose them, so hashing
+/// them again (SipHash over 32 bytes) for a hash map only costs time.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Ids hash as a length then their bytes; anything else is folded in.
+        match bytes.get(..8) {
+            Some(b) => self.0 ^= u64::from_le_bytes(b.try_into().expect("8 bytes")),
+            None => {
+                for &b in bytes {
+                    self.0 = self.0.rotate_left(8) ^ b as u64;
+                }
+            }
+        }
+    }
+    fn write_usize(&mut self, _: usize) {}
+}
+
+pub type IdHashBuilder = std::hash::BuildHasherDefault<IdHasher>;
+
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())

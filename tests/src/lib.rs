@@ -177,6 +177,23 @@ impl Env {
         self.run_os(&args)
     }
 
+    /// Finds the pack and an offset inside the first chunk of a file in the latest snapshot.
+    pub fn locate_chunk(&self, file: &Path) -> (String, u64) {
+        let repo = self.open();
+        let idx = repo.load_index().unwrap().index;
+        let snap = repo.find_snapshot("latest").unwrap();
+        let node = backazon_engine::restore::find_node(
+            &repo,
+            &idx,
+            &snap.snapshot.tree,
+            file.to_str().unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+        let loc = idx.get(&node.content[0]).unwrap();
+        (loc.pack.to_hex(), loc.offset as u64 + loc.length as u64 / 2)
+    }
+
     /// Opens the repository through the engine, for tests that need to reach inside.
     pub fn open(&self) -> backazon_engine::Repository {
         let backend = std::sync::Arc::new(backazon_engine::LocalBackend::new(&self.repo));

@@ -188,23 +188,6 @@ fn a_file_changing_while_read_is_detected() {
     );
 }
 
-/// Finds the pack and offset of the first chunk of a file in the latest snapshot.
-fn locate_chunk(env: &Env, file: &Path) -> (String, u64) {
-    let repo = env.open();
-    let idx = repo.load_index().unwrap().index;
-    let snap = repo.find_snapshot("latest").unwrap();
-    let node = backazon_engine::restore::find_node(
-        &repo,
-        &idx,
-        &snap.snapshot.tree,
-        file.to_str().unwrap(),
-    )
-    .unwrap()
-    .unwrap();
-    let loc = idx.get(&node.content[0]).unwrap();
-    (loc.pack.to_hex(), loc.offset as u64 + loc.length as u64 / 2)
-}
-
 #[test]
 fn an_altered_pack_is_named_and_never_restored_wrong() {
     let env = Env::init("badpack");
@@ -212,7 +195,7 @@ fn an_altered_pack_is_named_and_never_restored_wrong() {
     write(&src.join("victim.txt"), &Rng::new(7).text(200_000));
     write(&src.join("bystander.txt"), &Rng::new(8).text(200_000));
     env.backup(&[&src], &[]);
-    let (pack, offset) = locate_chunk(&env, &src.join("victim.txt"));
+    let (pack, offset) = env.locate_chunk(&src.join("victim.txt"));
     flip_byte(&object_path(&env.repo, "data", &pack), offset);
 
     let r = env.run(&["check", "--read-data"]);
