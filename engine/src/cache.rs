@@ -5,13 +5,26 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
 
 use crate::id::Id;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Cache {
     dir: PathBuf,
+    /// Cached tree packs open for ranged reads (listing a snapshot reads many small
+    /// ranges of the same few packs).
+    open: Arc<Mutex<LruCache<String, Arc<fs::File>>>>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cache({})", self.dir.display())
+    }
 }
 
 impl Cache {
@@ -28,6 +41,9 @@ impl Cache {
         }
         Cache {
             dir: base.join(repo_id.to_hex()),
+            open: Arc::new(Mutex::new(LruCache::new(
+                NonZeroUsize::new(16).expect("non-zero"),
+            ))),
         }
     }
 
@@ -61,13 +77,33 @@ impl Cache {
     /// the reader anyway (which drops the copy and reads storage if they fail).
     pub fn get_range(&self, folder: &str, name: &str, offset: u64, len: usize) -> Option<Vec<u8>> {
         use std::os::unix::fs::FileExt;
-        let f = fs::File::open(self.path(folder, name)).ok()?;
+        let key = format!("{folder}/{name}");
+        let cached = self.open.lock().unwrap().get(&key).cloned();
+        let f = match cached {
+            Some(f) => f,
+            None => {
+                let f = Arc::new(fs::File::open(self.path(folder, name)).ok()?);
+                // Whoever reads one tree of a pack reads its neighbours next: have the
+                // kernel fetch the whole (small) pack at once.
+                #[cfg(target_os = "linux")]
+                {
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: f is an open file; the call is advice about its pages.
+                    unsafe {
+                        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
+                    }
+                }
+                self.open.lock().unwrap().put(key, f.clone());
+                f
+            }
+        };
         let mut buf = vec![0u8; len];
         f.read_exact_at(&mut buf, offset).ok()?;
         Some(buf)
     }
 
     pub fn remove(&self, folder: &str, name: &str) {
+        self.open.lock().unwrap().pop(&format!("{folder}/{name}"));
         let _ = fs::remove_file(self.path(folder, name));
     }
 

@@ -107,19 +107,20 @@ impl ChunkCache {
     }
 }
 
-/// A bounded queue of chunk batches to load ahead; when it is full, read-ahead is skipped.
-pub struct Prefetcher {
-    tx: SyncSender<Vec<Id>>,
+/// A bounded queue of batches of things to load ahead (chunks, folders); when it is
+/// full, read-ahead is skipped.
+pub struct Prefetcher<J> {
+    tx: SyncSender<Vec<J>>,
 }
 
-impl Prefetcher {
-    /// Starts `threads` threads that call `load` for each queued chunk id. They stop when
+impl<J: Send + 'static> Prefetcher<J> {
+    /// Starts `threads` threads that call `load` for each queued item. They stop when
     /// the prefetcher is dropped.
-    pub fn start(threads: usize, load: Arc<dyn Fn(Id) + Send + Sync>) -> Prefetcher {
-        let (tx, rx) = sync_channel::<Vec<Id>>(32);
+    pub fn start(threads: usize, load: Arc<dyn Fn(J) + Send + Sync>) -> Prefetcher<J> {
+        let (tx, rx) = sync_channel::<Vec<J>>(32);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
-            let rx: Arc<Mutex<Receiver<Vec<Id>>>> = rx.clone();
+            let rx: Arc<Mutex<Receiver<Vec<J>>>> = rx.clone();
             let load = load.clone();
             std::thread::Builder::new()
                 .name(format!("read-ahead-{i}"))
@@ -137,7 +138,7 @@ impl Prefetcher {
         Prefetcher { tx }
     }
 
-    pub fn queue(&self, ids: Vec<Id>) {
+    pub fn queue(&self, ids: Vec<J>) {
         if ids.is_empty() {
             return;
         }

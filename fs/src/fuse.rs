@@ -120,6 +120,7 @@ impl fuser::Filesystem for Adapter {
         let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
         let caps = config.capabilities();
         self.no_open
             .store(caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT), Relaxed);

@@ -216,7 +216,15 @@ struct Inner {
 /// A read-only view of every snapshot of a repository.
 pub struct SnapshotFs {
     inner: Arc<Inner>,
-    prefetch: Prefetcher,
+    prefetch: Prefetcher<Ahead>,
+}
+
+/// What the read-ahead threads load.
+#[derive(Clone, Copy)]
+enum Ahead {
+    Chunk(Id),
+    /// A folder's tree, and the inode of its parent (for messages).
+    Tree(Id, Ino),
 }
 
 fn cores() -> usize {
@@ -274,9 +282,16 @@ impl SnapshotFs {
         let weak = Arc::downgrade(&inner);
         let prefetch = Prefetcher::start(
             inner.opts.read_ahead_threads,
-            Arc::new(move |id| {
+            Arc::new(move |job| {
                 if let Some(inner) = weak.upgrade() {
-                    let _ = inner.chunk(&id);
+                    match job {
+                        Ahead::Chunk(id) => {
+                            let _ = inner.chunk(&id);
+                        }
+                        Ahead::Tree(id, at) => {
+                            let _ = inner.tree(&id, at);
+                        }
+                    }
                 }
             }),
         );
@@ -315,7 +330,35 @@ impl SnapshotFs {
         offset: u64,
         add: impl FnMut(&Attr, &[u8], u64) -> bool,
     ) -> FsResult<()> {
-        self.inner.readdir(ino, offset, add)
+        self.inner.readdir(ino, offset, add)?;
+        if offset == 0 {
+            self.read_ahead_folders(ino);
+        }
+        Ok(())
+    }
+
+    /// Once a folder is listed, its sub-folders are likely next (`find`, `cp -r`, a
+    /// file manager): their trees are decoded ahead, a few at a time.
+    fn read_ahead_folders(&self, ino: Ino) {
+        let Ok(rec) = self.inner.dir_rec(ino) else {
+            return;
+        };
+        let Ok(tree) = self.inner.tree(&rec.tree, ino) else {
+            return;
+        };
+        let cached = self.inner.trees.lock().unwrap();
+        let jobs: Vec<Ahead> = tree
+            .nodes
+            .iter()
+            .filter_map(|n| n.subtree)
+            .filter(|t| !cached.map.contains(t))
+            .take(64)
+            .map(|t| Ahead::Tree(t, ino))
+            .collect();
+        drop(cached);
+        for batch in jobs.chunks(8) {
+            self.prefetch.queue(batch.to_vec());
+        }
     }
 
     pub fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {
@@ -379,10 +422,10 @@ impl SnapshotFs {
                 .queued_until
                 .swap(end_chunk, Relaxed)
                 .clamp(i + 1, end_chunk);
-            let ids: Vec<Id> = file.chunks[from..end_chunk]
+            let ids: Vec<Ahead> = file.chunks[from..end_chunk]
                 .iter()
                 .filter(|id| !self.inner.chunks.contains(id))
-                .copied()
+                .map(|id| Ahead::Chunk(*id))
                 .collect();
             self.prefetch.queue(ids);
         }
@@ -445,7 +488,8 @@ impl SnapshotFs {
             ids.extend(
                 n.content
                     .iter()
-                    .filter(|id| !self.inner.chunks.contains(id)),
+                    .filter(|id| !self.inner.chunks.contains(id))
+                    .map(|id| Ahead::Chunk(*id)),
             );
         }
         self.prefetch.queue(ids);
