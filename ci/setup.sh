@@ -19,3 +19,9 @@ if [ ! -e /dev/fuse ]; then
     [ -e /dev/fuse ] || { echo "/dev/fuse is missing: the mount tests need FUSE" >&2; exit 1; }
 fi
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup)" >&2; exit 1; }
+# S3 tests: a real S3 server, Garage, built once from crates.io into ~/.cargo/bin (about
+# 13 minutes on 2 cores) and reused; the tests start their own throw-away node.
+if ! command -v garage >/dev/null && [ ! -x "$HOME/.cargo/bin/garage" ]; then
+    echo "building the Garage S3 server once (cargo install garage)..." >&2
+    cargo install garage --locked --version 2.5.0 --quiet
+fi

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use backazon_engine::backend::s3::{S3Backend, S3Options};
 use backazon_engine::backup::{self, BackupOptions, BackupProgress, ParentChoice, Selection};
 use backazon_engine::blob::Compression;
 use backazon_engine::glob::Pattern;
@@ -45,9 +46,26 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct Global {
-    /// Repository: a local folder (or, later, s3://bucket/prefix)
+    /// Repository: a local folder, or s3://bucket/prefix
     #[arg(short = 'r', long, env = "BACKAZON_REPOSITORY", global = true)]
     repo: Option<String>,
+    /// S3-compatible server for s3:// repositories [default: AWS, or AWS_ENDPOINT_URL]
+    #[arg(long, env = "BACKAZON_S3_ENDPOINT", global = true)]
+    s3_endpoint: Option<String>,
+    /// Address buckets as http://host/bucket (most S3-compatible servers need this)
+    #[arg(long, env = "BACKAZON_S3_PATH_STYLE", global = true)]
+    s3_path_style: bool,
+    /// S3 region [default: AWS_REGION or the profile's]
+    #[arg(long, env = "BACKAZON_S3_REGION", global = true)]
+    s3_region: Option<String>,
+    /// S3 requests in flight at once
+    #[arg(
+        long,
+        env = "BACKAZON_S3_CONNECTIONS",
+        default_value_t = 8,
+        global = true
+    )]
+    s3_connections: usize,
     /// Read the password from the first line of this file
     #[arg(long, env = "BACKAZON_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
@@ -186,8 +204,16 @@ impl Ctx {
         let Some(repo) = &self.global.repo else {
             bail!("no repository given: use --repo or set BACKAZON_REPOSITORY");
         };
+        if repo.starts_with("s3://") {
+            let mut o = S3Options::from_url(repo)?;
+            o.endpoint = self.global.s3_endpoint.clone();
+            o.path_style = self.global.s3_path_style;
+            o.region = self.global.s3_region.clone();
+            o.connections = self.global.s3_connections.max(1);
+            return Ok(Arc::new(S3Backend::new(o)?));
+        }
         if repo.contains("://") {
-            bail!("{repo}: only local-folder repositories are supported by this version");
+            bail!("{repo}: repositories are local folders or s3://bucket/prefix");
         }
         Ok(Arc::new(LocalBackend::new(repo)))
     }
@@ -354,6 +380,7 @@ fn run_backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
     if let Some(t) = args.threads {
         opts.threads = t.max(1);
     }
+    opts.uploads = repo.backend().concurrency();
     opts.parent = if args.force {
         ParentChoice::None
     } else if let Some(p) = &args.parent {
@@ -393,6 +420,9 @@ fn run_backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
         let mut v = serde_json::to_value(s)?;
         v["message_type"] = "summary".into();
         v["snapshot_id"] = result.snapshot.id.to_hex().into();
+        if let Some(st) = repo.backend().stats() {
+            v["requests"] = serde_json::to_value(st)?;
+        }
         println!("{v}");
     } else {
         ctx.say(format!(
@@ -415,6 +445,18 @@ fn run_backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
             ctx.say(format!(
                 "{} files changed while they were read",
                 s.files_changed_during_read
+            ));
+        }
+        if let Some(st) = repo.backend().stats() {
+            ctx.say(format!(
+                "Requests: {} PUT, {} GET, {} LIST, {} HEAD, {} DELETE; {} sent, {} received",
+                st.puts,
+                st.gets,
+                st.lists,
+                st.heads,
+                st.deletes,
+                bytes(st.bytes_sent),
+                bytes(st.bytes_received)
             ));
         }
         ctx.say(format!("snapshot {} saved", result.snapshot.id.short()));

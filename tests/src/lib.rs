@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub mod garage;
+
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// The release binary next to this test executable (target/release/backazon).
@@ -72,6 +74,8 @@ pub struct Env {
     pub dir: TempDir,
     pub repo: PathBuf,
     pub cache: PathBuf,
+    /// More environment for every command (S3 endpoint and credentials).
+    pub extra_env: Vec<(String, String)>,
 }
 
 pub struct Run {
@@ -112,7 +116,42 @@ impl Env {
         let dir = TempDir::new(name);
         let repo = dir.join("repo");
         let cache = dir.join("cache");
-        Env { dir, repo, cache }
+        Env {
+            dir,
+            repo,
+            cache,
+            extra_env: Vec::new(),
+        }
+    }
+
+    /// An environment whose repository is `s3://primary/<unique prefix>` on the test
+    /// process's Garage server (not created yet).
+    pub fn new_s3(name: &str) -> Env {
+        let g = garage::Garage::get();
+        let mut env = Env::new(name);
+        let prefix = env
+            .dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        env.repo = PathBuf::from(format!("s3://primary/{prefix}"));
+        env.extra_env = vec![
+            ("AWS_ACCESS_KEY_ID".into(), g.key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY".into(), g.secret.clone()),
+            ("AWS_REGION".into(), g.region.clone()),
+            ("BACKAZON_S3_ENDPOINT".into(), g.endpoint.clone()),
+            ("BACKAZON_S3_PATH_STYLE".into(), "true".into()),
+        ];
+        env
+    }
+
+    /// [`Env::new_s3`], with the repository created.
+    pub fn init_s3(name: &str) -> Env {
+        let env = Env::new_s3(name);
+        env.run(&["init"]).ok();
+        env
     }
 
     /// Creates the repository.
@@ -135,6 +174,7 @@ impl Env {
             .env("BACKAZON_REPOSITORY", &self.repo)
             .env("BACKAZON_PASSWORD", PASSWORD)
             .env("BACKAZON_CACHE_DIR", &self.cache)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null());
         c
     }
@@ -196,7 +236,18 @@ impl Env {
 
     /// Opens the repository through the engine, for tests that need to reach inside.
     pub fn open(&self) -> backazon_engine::Repository {
-        let backend = std::sync::Arc::new(backazon_engine::LocalBackend::new(&self.repo));
+        let repo = self.repo.to_string_lossy();
+        let backend: std::sync::Arc<dyn backazon_engine::Backend> = if repo.starts_with("s3://") {
+            let g = garage::Garage::get();
+            let mut o = backazon_engine::backend::s3::S3Options::from_url(&repo).unwrap();
+            o.endpoint = Some(g.endpoint.clone());
+            o.path_style = true;
+            o.region = Some(g.region.clone());
+            o.credentials = Some((g.key_id.clone(), g.secret.clone()));
+            std::sync::Arc::new(backazon_engine::backend::s3::S3Backend::new(o).unwrap())
+        } else {
+            std::sync::Arc::new(backazon_engine::LocalBackend::new(&self.repo))
+        };
         backazon_engine::Repository::open(backend, PASSWORD.as_bytes()).unwrap()
     }
 }

@@ -2,6 +2,7 @@
 //! atomic (an object is there whole or not at all); reads of part of an object are ranged.
 
 pub mod local;
+pub mod s3;
 
 use crate::error::Result;
 
@@ -48,4 +49,24 @@ pub trait Backend: Send + Sync {
     fn list(&self, kind: Kind) -> Result<Vec<(String, u64)>>;
     fn remove(&self, kind: Kind, name: &str) -> Result<()>;
     fn exists(&self, kind: Kind, name: &str) -> Result<bool>;
+    /// Requests made and bytes moved so far, for backends where they cost money.
+    fn stats(&self) -> Option<BackendStats> {
+        None
+    }
+    /// Objects worth writing at once (concurrent uploads).
+    fn concurrency(&self) -> usize {
+        2
+    }
+}
+
+/// What a remote backend did: requests by type (retries included) and payload bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BackendStats {
+    pub puts: u64,
+    pub gets: u64,
+    pub lists: u64,
+    pub deletes: u64,
+    pub heads: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
 }

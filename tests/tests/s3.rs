@@ -1,0 +1,146 @@
+//! Repositories in S3, against a real S3 server (Garage on 127.0.0.1, started by the
+//! test helpers): round trips through the binary, a mount of an S3 repository, and the
+//! messages for wrong credentials and a missing bucket.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use backazon_e2e::garage::Garage;
+use backazon_e2e::*;
+
+fn restored_path(target: &Path, original: &Path) -> std::path::PathBuf {
+    target.join(original.strip_prefix("/").unwrap())
+}
+
+#[test]
+fn a_tree_round_trips_through_s3() {
+    let env = Env::init_s3("s3-kinds");
+    let src = env.dir.join("src");
+    generate_tree(&src, 11, 40 << 20);
+    let s = env.backup(&[&src], &[]);
+    assert_eq!(s["errors"], 0);
+    let req = &s["requests"];
+    let puts = req["puts"].as_u64().unwrap();
+    let packs = s["packs_written"].as_u64().unwrap();
+    // One PUT per pack, plus the index objects and the snapshot.
+    assert!(
+        puts >= packs && puts <= packs + 6,
+        "{req} for {packs} packs"
+    );
+    assert!(req["bytes_sent"].as_u64().unwrap() >= s["bytes_added"].as_u64().unwrap());
+
+    let target = env.dir.join("restore");
+    env.restore("latest", &target, &[]).ok();
+    assert_same_tree(&src, &restored_path(&target, &src));
+    env.run(&["check", "--read-data"]).ok();
+
+    // A second run reads nothing and stores no new data (only the folders above `src`,
+    // whose times changed as this test wrote next to it).
+    let again = env.backup(&[&src], &[]);
+    assert_eq!(again["bytes_read"], 0);
+    assert_eq!(again["data_added_raw"], 0);
+    assert!(
+        again["requests"]["puts"].as_u64().unwrap() <= 4,
+        "{}",
+        again["requests"]
+    );
+    let list = env.run(&["snapshots", "--json"]).ok().json();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+
+    // The cache is only a cache: without it everything reads from the bucket.
+    let target2 = env.dir.join("restore-nocache");
+    env.run_os(&[
+        "--no-cache".as_ref(),
+        "restore".as_ref(),
+        "latest".as_ref(),
+        "--target".as_ref(),
+        target2.as_os_str(),
+    ])
+    .ok();
+    assert_same_tree(&src, &restored_path(&target2, &src));
+}
+
+#[test]
+fn an_s3_repository_mounts() {
+    let env = Env::init_s3("s3-mount");
+    let src = env.dir.join("src");
+    generate_tree(&src, 12, 4 << 20);
+    env.backup(&[&src], &[]);
+    let mnt = env.dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mut child = env.command().arg("mount").arg(&mnt).spawn().unwrap();
+    let start = Instant::now();
+    while !mnt.join("by-date").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "mount did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let group = std::fs::read_dir(mnt.join("latest"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let seen = restored_path(&group, &src);
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(&src)
+        .arg(&seen)
+        .output()
+        .unwrap();
+    // SAFETY: kill with a valid pid and signal number.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    assert!(status.success());
+}
+
+#[test]
+fn wrong_credentials_and_a_missing_bucket_are_named_at_once() {
+    let env = Env::init_s3("s3-refused");
+    // A wrong secret: refused, named, and not retried for long.
+    let mut bad = Env::new_s3("s3-refused-2");
+    bad.repo = env.repo.clone();
+    for (k, v) in &mut bad.extra_env {
+        if k == "AWS_SECRET_ACCESS_KEY" {
+            *v = "0".repeat(64);
+        }
+    }
+    let start = Instant::now();
+    let r = bad.run(&["snapshots"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("refused"), "{}", r.stderr);
+    assert!(r.stderr.contains("s3://primary/"), "{}", r.stderr);
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // A bucket that does not exist.
+    let mut missing = Env::new_s3("s3-nobucket");
+    missing.repo = "s3://no-such-bucket/x".into();
+    let start = Instant::now();
+    let r = missing.run(&["init"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("bucket no-such-bucket does not exist"),
+        "{}",
+        r.stderr
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+
+    // An S3 repository that was never created: the same exit code as a missing folder.
+    let mut absent = Env::new_s3("s3-absent");
+    absent.repo = format!("s3://primary/never-created-{}", std::process::id()).into();
+    assert_eq!(absent.run(&["snapshots"]).code, 10);
+    let _ = Garage::get();
+}
