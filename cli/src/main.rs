@@ -630,6 +630,8 @@ fn run_restore(
         warn(p);
     }
     let mut opts = RestoreOptions::new(target.clone());
+    // Remote reads wait on the network: more of them in flight than there are cores.
+    opts.threads = opts.threads.max(repo.backend().concurrency());
     opts.include = patterns(include)?;
     opts.exclude = patterns(exclude)?;
     let progress = Arc::new(RestoreProgress::new(|m| eprintln!("error: {m}")));
@@ -657,7 +659,11 @@ fn run_restore(
     drop(ticker);
     let summary = summary?;
     if ctx.global.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        let mut v = serde_json::to_value(&summary)?;
+        if let Some(st) = repo.backend().stats() {
+            v["requests"] = serde_json::to_value(st)?;
+        }
+        println!("{v}");
     } else {
         ctx.say(format!(
             "restored snapshot {} to {}: {} files, {} folders, {} links, {} in {}",

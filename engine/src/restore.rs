@@ -234,9 +234,94 @@ fn apply_file_metadata(f: &File, node: &Node, owners: bool) -> std::io::Result<(
     }
 }
 
+/// Gaps between blobs smaller than this are read through rather than split into two reads.
+const COALESCE_GAP: u64 = 256 << 10;
+/// At most this much of a pack is read at once.
+const COALESCE_MAX: u64 = 8 << 20;
+
+/// The blobs of a batch of files, in the order the files ask for them. For backends where
+/// each read is a request (S3), neighbouring blobs of a pack that the batch needs are
+/// fetched with one ranged read; elsewhere each blob is read on its own.
+struct BlobSource<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    coalesce: bool,
+    upcoming: std::collections::VecDeque<Id>,
+    /// The last range read: pack, offset of its first byte, bytes.
+    held: Option<(Id, u64, Vec<u8>)>,
+}
+
+impl<'a> BlobSource<'a> {
+    fn new(repo: &'a Repository, index: &'a Index, batch: &[FileJob]) -> BlobSource<'a> {
+        let coalesce = repo.backend().prefers_large_reads();
+        BlobSource {
+            repo,
+            index,
+            coalesce,
+            upcoming: if coalesce {
+                batch
+                    .iter()
+                    .flat_map(|j| j.node.content.iter().copied())
+                    .collect()
+            } else {
+                Default::default()
+            },
+            held: None,
+        }
+    }
+
+    fn next(&mut self, id: &Id) -> Result<Vec<u8>> {
+        if !self.coalesce {
+            return self.repo.read_blob(self.index, BlobKind::Data, id);
+        }
+        // Files that failed part-way leave their remaining blobs in the queue.
+        while let Some(front) = self.upcoming.pop_front() {
+            if front == *id {
+                break;
+            }
+        }
+        let loc = self.index.get(id).ok_or_else(|| {
+            Error::NotFound(format!(
+                "blob {id} is in no index (its pack is missing or damaged)"
+            ))
+        })?;
+        let (start, end) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
+        let covered = matches!(&self.held, Some((p, s, b)) if *p == loc.pack && *s <= start && end <= s + b.len() as u64);
+        if !covered {
+            // Read on through the next blobs this batch needs from the same pack.
+            let mut until = end;
+            for next in &self.upcoming {
+                let Some(n) = self.index.get(next) else { break };
+                let (ns, ne) = (n.offset as u64, n.offset as u64 + n.length as u64);
+                if n.pack != loc.pack || ns < start {
+                    break;
+                }
+                if ne <= until {
+                    continue;
+                }
+                if ns > until + COALESCE_GAP || ne - start > COALESCE_MAX {
+                    break;
+                }
+                until = ne;
+            }
+            self.held = None;
+            let bytes = self.repo.backend().read_range(
+                crate::backend::Kind::Pack,
+                &loc.pack.to_hex(),
+                start,
+                (until - start) as usize,
+            )?;
+            self.held = Some((loc.pack, start, bytes));
+        }
+        let (_, held_start, bytes) = self.held.as_ref().expect("held range");
+        let from = (start - held_start) as usize;
+        let stored = bytes[from..from + loc.length as usize].to_vec();
+        self.repo.decode_blob(BlobKind::Data, id, &loc, stored)
+    }
+}
+
 fn restore_file(
-    repo: &Repository,
-    index: &Index,
+    source: &mut BlobSource,
     job: &FileJob,
     owners: bool,
     progress: &RestoreProgress,
@@ -252,7 +337,7 @@ fn restore_file(
             }
         };
         for id in &job.node.content {
-            let data = repo.read_blob(index, BlobKind::Data, id)?;
+            let data = source.next(id)?;
             f.write_all(&data)
                 .map_err(|e| Error::io("writing", dest, e))?;
             progress.bytes_done.fetch_add(data.len() as u64, Relaxed);
@@ -461,8 +546,9 @@ pub fn restore(
                     Ok(b) => b,
                     Err(_) => return,
                 };
+                let mut source = BlobSource::new(repo, index, &batch);
                 for job in &batch {
-                    restore_file(repo, index, job, opts.owners, progress);
+                    restore_file(&mut source, job, opts.owners, progress);
                 }
             });
         }

@@ -31,8 +31,12 @@ fn a_tree_round_trips_through_s3() {
     assert!(req["bytes_sent"].as_u64().unwrap() >= s["bytes_added"].as_u64().unwrap());
 
     let target = env.dir.join("restore");
-    env.restore("latest", &target, &[]).ok();
+    let r = env.restore("latest", &target, &["--json"]).ok().json();
     assert_same_tree(&src, &restored_path(&target, &src));
+    // Neighbouring blobs come with one ranged GET: far fewer GETs than files.
+    let gets = r["requests"]["gets"].as_u64().unwrap();
+    let files = r["files"].as_u64().unwrap();
+    assert!(gets * 5 < files, "{gets} GETs for {files} files");
     env.run(&["check", "--read-data"]).ok();
 
     // A second run reads nothing and stores no new data (only the folders above `src`,

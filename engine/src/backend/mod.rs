@@ -53,9 +53,14 @@ pub trait Backend: Send + Sync {
     fn stats(&self) -> Option<BackendStats> {
         None
     }
-    /// Objects worth writing at once (concurrent uploads).
+    /// Objects worth writing (or reading) at once.
     fn concurrency(&self) -> usize {
         2
+    }
+    /// Whether each read costs a request (and money), so that neighbouring blobs of a
+    /// pack are better read with one ranged read than with one read each.
+    fn prefers_large_reads(&self) -> bool {
+        false
     }
 }
 

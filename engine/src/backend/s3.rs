@@ -434,6 +434,10 @@ impl Backend for S3Backend {
     fn concurrency(&self) -> usize {
         self.opts.connections.max(1)
     }
+
+    fn prefers_large_reads(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
