@@ -2,6 +2,15 @@
 //! and password, shows progress on a terminal, prints text or `--json`, and maps
 //! outcomes to documented exit codes (see README.md, "Exit codes").
 
+/// `println!` for results: a closed pipe (`backazon ls ... | head`) ends the program
+/// quietly, as it ends other Unix tools. SIGPIPE itself stays ignored, so a network
+/// connection reset by a server is an error to retry, never the end of the process.
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::print_line(format_args!($($t)*))
+    };
+}
+
 mod format;
 mod mount;
 mod password;
@@ -252,7 +261,7 @@ impl Ctx {
 
     fn say(&self, msg: impl AsRef<str>) {
         if !self.global.quiet && !self.global.json {
-            println!("{}", msg.as_ref());
+            out!("{}", msg.as_ref());
         }
     }
 
@@ -261,16 +270,28 @@ impl Ctx {
     }
 }
 
+fn print_line(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{args}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            // End as a tool killed by SIGPIPE would (exit status 141 in the shell).
+            // SAFETY: restoring a signal's default action and raising it have no
+            // preconditions.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+        }
+        std::process::exit(1);
+    }
+}
+
 fn warn(msg: &str) {
     eprintln!("warning: {msg}");
 }
 
 fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`backazon ls ... | head`), as other Unix tools do.
-    // SAFETY: setting a signal's disposition to its default has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     tune_allocator();
     let cli = Cli::parse();
     let ctx = Ctx { global: cli.global };
@@ -330,7 +351,7 @@ fn init(ctx: &Ctx) -> Result<u8> {
     let pw = ctx.passwords().get_new()?;
     let repo = Repository::init(backend.clone(), pw.as_bytes(), DEFAULT_PACK_SIZE)?;
     if ctx.global.json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({"id": repo.config().id, "location": backend.location(), "version": repo.config().version})
         );
@@ -423,7 +444,7 @@ fn run_backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
         if let Some(st) = repo.backend().stats() {
             v["requests"] = serde_json::to_value(st)?;
         }
-        println!("{v}");
+        out!("{v}");
     } else {
         ctx.say(format!(
             "Files: {} new, {} changed, {} unchanged\nDirs:  {} new, {} changed, {} unchanged\n\
@@ -489,17 +510,21 @@ fn snapshots(ctx: &Ctx) -> Result<u8> {
                 v
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        out!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(0);
     }
     if !ctx.global.quiet {
-        println!(
+        out!(
             "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  Paths",
-            "ID", "Time", "Host", "Tags", "Size"
+            "ID",
+            "Time",
+            "Host",
+            "Tags",
+            "Size"
         );
         for s in &snaps {
             let sn = &s.snapshot;
-            println!(
+            out!(
                 "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  {}",
                 s.id.short(),
                 sn.timestamp()
@@ -511,7 +536,7 @@ fn snapshots(ctx: &Ctx) -> Result<u8> {
                 sn.paths.join(" ")
             );
         }
-        println!("{} snapshots", snaps.len());
+        out!("{} snapshots", snaps.len());
     }
     Ok(if problems.is_empty() { 0 } else { EXIT_PARTIAL })
 }
@@ -566,7 +591,7 @@ fn ls(ctx: &Ctx, spec: &str, long: bool) -> Result<u8> {
         if json {
             items.push(node_json(path, n));
         } else if long {
-            println!(
+            out!(
                 "{} {:>5} {:>5} {:>12} {}  {}{}",
                 format::mode_string(n),
                 n.uid,
@@ -580,7 +605,7 @@ fn ls(ctx: &Ctx, spec: &str, long: bool) -> Result<u8> {
                     .unwrap_or_default()
             );
         } else {
-            println!("{path}");
+            out!("{path}");
         }
     };
     for (p, n) in &out {
@@ -610,7 +635,7 @@ fn ls(ctx: &Ctx, spec: &str, long: bool) -> Result<u8> {
         visit(&repo, index, &p, &t, &mut emit)?;
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&items)?);
+        out!("{}", serde_json::to_string_pretty(&items)?);
     }
     Ok(0)
 }
@@ -663,7 +688,7 @@ fn run_restore(
         if let Some(st) = repo.backend().stats() {
             v["requests"] = serde_json::to_value(st)?;
         }
-        println!("{v}");
+        out!("{v}");
     } else {
         ctx.say(format!(
             "restored snapshot {} to {}: {} files, {} folders, {} links, {} in {}",
@@ -691,11 +716,11 @@ fn run_check(ctx: &Ctx, read_data: bool) -> Result<u8> {
     let quiet = ctx.global.quiet || ctx.global.json;
     let report = check::check(&repo, read_data, &|step| {
         if !quiet {
-            println!("{step}");
+            out!("{step}");
         }
     })?;
     if ctx.global.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for w in &report.warnings {
             warn(w);
@@ -765,9 +790,9 @@ fn key(ctx: &Ctx, command: KeyCommand) -> Result<u8> {
                         "hostname": k.hostname, "username": k.username, "kdf": k.kdf, "rounds": k.rounds})
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                out!("{}", serde_json::to_string_pretty(&list)?);
             } else if !ctx.global.quiet {
-                println!(" {:<8}  {:<19}  {:<16}  User", "ID", "Created", "Host");
+                out!(" {:<8}  {:<19}  {:<16}  User", "ID", "Created", "Host");
                 for (n, k) in &keys {
                     let mark = if n == repo.key_name() { "*" } else { " " };
                     let created = k
@@ -775,7 +800,7 @@ fn key(ctx: &Ctx, command: KeyCommand) -> Result<u8> {
                         .parse()
                         .map(local_time)
                         .unwrap_or_else(|_| k.created.clone());
-                    println!(
+                    out!(
                         "{mark}{:<8}  {:<19}  {:<16}  {}",
                         &n[..8],
                         created,

@@ -13,6 +13,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod garage;
+pub mod proxy;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use backazon_e2e::garage::Garage;
+use backazon_e2e::proxy::FaultyProxy;
 use backazon_e2e::*;
 
 fn restored_path(target: &Path, original: &Path) -> std::path::PathBuf {
@@ -147,4 +148,48 @@ fn wrong_credentials_and_a_missing_bucket_are_named_at_once() {
     absent.repo = format!("s3://primary/never-created-{}", std::process::id()).into();
     assert_eq!(absent.run(&["snapshots"]).code, 10);
     let _ = Garage::get();
+}
+
+fn set_endpoint(env: &mut Env, endpoint: &str) {
+    for (k, v) in &mut env.extra_env {
+        if k == "BACKAZON_S3_ENDPOINT" {
+            *v = endpoint.to_string();
+        }
+    }
+}
+
+#[test]
+fn a_backup_through_resets_and_slow_downs_completes_and_checks_clean() {
+    let g = Garage::get();
+    // Three connections in four misbehave, in turn.
+    let proxy = FaultyProxy::start(g.endpoint.trim_start_matches("http://"), 4);
+    let mut env = Env::init_s3("s3-faults");
+    let src = env.dir.join("src");
+    generate_tree(&src, 13, 50 << 20);
+
+    set_endpoint(&mut env, &proxy.endpoint);
+    let s = env.backup(&[&src], &[]);
+    assert_eq!(s["errors"], 0);
+    let f = &proxy.faults;
+    use std::sync::atomic::Ordering::Relaxed;
+    let (resets, slow, cuts) = (
+        f.resets.load(Relaxed),
+        f.slow_downs.load(Relaxed),
+        f.cuts.load(Relaxed),
+    );
+    assert!(resets > 0 && slow > 0 && cuts > 0, "faults: {f:?}");
+    // Retries show in the request counts: more PUTs than objects stored.
+    assert!(s["requests"]["puts"].as_u64().unwrap() > s["packs_written"].as_u64().unwrap());
+
+    // Straight to the server: every object is whole and every byte verifies.
+    set_endpoint(&mut env, &g.endpoint);
+    env.run(&["check", "--read-data"]).ok();
+
+    // A restore through the same bad network is byte for byte right too.
+    set_endpoint(&mut env, &proxy.endpoint);
+    let before = f.connections.load(Relaxed);
+    let target = env.dir.join("restore");
+    env.restore("latest", &target, &[]).ok();
+    assert_same_tree(&src, &restored_path(&target, &src));
+    assert!(f.connections.load(Relaxed) > before, "{f:?}");
 }

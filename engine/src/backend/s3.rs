@@ -147,7 +147,13 @@ impl S3Backend {
                 ));
             }
             let shared = loader.load().await;
+            // Bounded by attempts per request only: the SDK's shared retry quota would
+            // stop retrying a long backup over a flaky link after about a hundred retries.
+            let partition = aws_sdk_s3::config::retry::RetryPartition::custom("backazon")
+                .token_bucket(aws_sdk_s3::config::retry::TokenBucket::unlimited())
+                .build();
             let mut conf = aws_sdk_s3::config::Builder::from(&shared)
+                .retry_partition(partition)
                 .force_path_style(opts.path_style)
                 .interceptor(CountRequests(counters.clone()));
             if shared.region().is_none() {
