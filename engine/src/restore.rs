@@ -106,13 +106,17 @@ struct Batcher {
     tx: std::sync::mpsc::SyncSender<Vec<FileJob>>,
     batch: Vec<FileJob>,
     bytes: u64,
+    /// A batch closes at this many files or bytes: larger for backends where reads are
+    /// requests, so that more neighbouring blobs share one.
+    max_files: usize,
+    max_bytes: u64,
 }
 
 impl Batcher {
     fn push(&mut self, job: FileJob) {
         self.bytes += job.node.size;
         self.batch.push(job);
-        if self.batch.len() >= 64 || self.bytes >= 8 << 20 {
+        if self.batch.len() >= self.max_files || self.bytes >= self.max_bytes {
             self.flush();
         }
     }
@@ -234,88 +238,98 @@ fn apply_file_metadata(f: &File, node: &Node, owners: bool) -> std::io::Result<(
     }
 }
 
-/// Gaps between blobs smaller than this are read through rather than split into two reads.
-const COALESCE_GAP: u64 = 256 << 10;
+/// Gaps between needed blobs smaller than this are read through rather than split.
+const COALESCE_GAP: u64 = 1 << 20;
 /// At most this much of a pack is read at once.
-const COALESCE_MAX: u64 = 8 << 20;
+const COALESCE_MAX: u64 = 16 << 20;
 
-/// The blobs of a batch of files, in the order the files ask for them. For backends where
-/// each read is a request (S3), neighbouring blobs of a pack that the batch needs are
-/// fetched with one ranged read; elsewhere each blob is read on its own.
+/// One ranged read planned for a batch: part of a pack holding blobs the batch needs.
+struct Range {
+    pack: Id,
+    start: u64,
+    end: u64,
+    /// Blobs of the batch still to be taken from it; its bytes are dropped at zero.
+    pending: usize,
+    bytes: Option<Vec<u8>>,
+}
+
+/// The blobs of a batch of files. For backends where each read is a request (S3), the
+/// blobs the batch needs are grouped by pack and read with as few ranged reads as gaps
+/// allow, each when first needed and dropped once its last blob was taken; elsewhere
+/// each blob is read on its own.
 struct BlobSource<'a> {
     repo: &'a Repository,
     index: &'a Index,
-    coalesce: bool,
-    upcoming: std::collections::VecDeque<Id>,
-    /// The last range read: pack, offset of its first byte, bytes.
-    held: Option<(Id, u64, Vec<u8>)>,
+    ranges: Vec<Range>,
+    /// Which range holds each needed blob.
+    range_of: HashMap<Id, usize>,
 }
 
 impl<'a> BlobSource<'a> {
     fn new(repo: &'a Repository, index: &'a Index, batch: &[FileJob]) -> BlobSource<'a> {
-        let coalesce = repo.backend().prefers_large_reads();
-        BlobSource {
+        let mut me = BlobSource {
             repo,
             index,
-            coalesce,
-            upcoming: if coalesce {
-                batch
-                    .iter()
-                    .flat_map(|j| j.node.content.iter().copied())
-                    .collect()
-            } else {
-                Default::default()
-            },
-            held: None,
+            ranges: Vec::new(),
+            range_of: HashMap::new(),
+        };
+        if !repo.backend().prefers_large_reads() {
+            return me;
         }
+        // Every needed blob (with how often it is needed), by pack and offset.
+        let mut needed: HashMap<Id, usize> = HashMap::new();
+        for id in batch.iter().flat_map(|j| j.node.content.iter()) {
+            *needed.entry(*id).or_default() += 1;
+        }
+        let mut locs: Vec<(Id, crate::index::BlobLocation, usize)> = needed
+            .into_iter()
+            .filter_map(|(id, n)| index.get(&id).map(|l| (id, l, n)))
+            .collect();
+        locs.sort_by_key(|(_, l, _)| (l.pack, l.offset));
+        for (id, l, n) in locs {
+            let (start, end) = (l.offset as u64, l.offset as u64 + l.length as u64);
+            let extend = me.ranges.last().is_some_and(|r| {
+                r.pack == l.pack && start <= r.end + COALESCE_GAP && end - r.start <= COALESCE_MAX
+            });
+            if !extend {
+                me.ranges.push(Range {
+                    pack: l.pack,
+                    start,
+                    end,
+                    pending: 0,
+                    bytes: None,
+                });
+            }
+            let last = me.ranges.len() - 1;
+            let r = &mut me.ranges[last];
+            r.end = r.end.max(end);
+            r.pending += n;
+            me.range_of.insert(id, last);
+        }
+        me
     }
 
     fn next(&mut self, id: &Id) -> Result<Vec<u8>> {
-        if !self.coalesce {
+        let Some(&ri) = self.range_of.get(id) else {
             return self.repo.read_blob(self.index, BlobKind::Data, id);
-        }
-        // Files that failed part-way leave their remaining blobs in the queue.
-        while let Some(front) = self.upcoming.pop_front() {
-            if front == *id {
-                break;
-            }
-        }
-        let loc = self.index.get(id).ok_or_else(|| {
-            Error::NotFound(format!(
-                "blob {id} is in no index (its pack is missing or damaged)"
-            ))
-        })?;
-        let (start, end) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
-        let covered = matches!(&self.held, Some((p, s, b)) if *p == loc.pack && *s <= start && end <= s + b.len() as u64);
-        if !covered {
-            // Read on through the next blobs this batch needs from the same pack.
-            let mut until = end;
-            for next in &self.upcoming {
-                let Some(n) = self.index.get(next) else { break };
-                let (ns, ne) = (n.offset as u64, n.offset as u64 + n.length as u64);
-                if n.pack != loc.pack || ns < start {
-                    break;
-                }
-                if ne <= until {
-                    continue;
-                }
-                if ns > until + COALESCE_GAP || ne - start > COALESCE_MAX {
-                    break;
-                }
-                until = ne;
-            }
-            self.held = None;
-            let bytes = self.repo.backend().read_range(
+        };
+        let loc = self.index.get(id).expect("planned from the index");
+        let r = &mut self.ranges[ri];
+        if r.bytes.is_none() {
+            r.bytes = Some(self.repo.backend().read_range(
                 crate::backend::Kind::Pack,
-                &loc.pack.to_hex(),
-                start,
-                (until - start) as usize,
-            )?;
-            self.held = Some((loc.pack, start, bytes));
+                &r.pack.to_hex(),
+                r.start,
+                (r.end - r.start) as usize,
+            )?);
         }
-        let (_, held_start, bytes) = self.held.as_ref().expect("held range");
-        let from = (start - held_start) as usize;
-        let stored = bytes[from..from + loc.length as usize].to_vec();
+        let from = (loc.offset as u64 - r.start) as usize;
+        let stored =
+            r.bytes.as_ref().expect("just read")[from..from + loc.length as usize].to_vec();
+        r.pending -= 1;
+        if r.pending == 0 {
+            r.bytes = None;
+        }
         self.repo.decode_blob(BlobKind::Data, id, &loc, stored)
     }
 }
@@ -553,10 +567,13 @@ pub fn restore(
             });
         }
         let mut stack = Vec::new();
+        let remote = repo.backend().prefers_large_reads();
         let mut tx = Batcher {
             tx,
             batch: Vec::new(),
             bytes: 0,
+            max_files: if remote { 1024 } else { 64 },
+            max_bytes: if remote { 32 << 20 } else { 8 << 20 },
         };
         match &start {
             None => r.walk(root, &opts.target, "", false, &mut stack, &mut tx),

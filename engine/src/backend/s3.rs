@@ -266,7 +266,7 @@ impl S3Backend {
                 out.body
                     .collect()
                     .await
-                    .map(|b| b.into_bytes().to_vec())
+                    .map(|b| Vec::from(b.into_bytes()))
                     .map_err(|e| Error::Backend(format!("reading {}: {e}", self.url_of(key))))
             });
             match result {
