@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use backazon_engine::backend::replica::{self, Replicated};
 use backazon_engine::backend::s3::{S3Backend, S3Options};
 use backazon_engine::backup::{self, BackupOptions, BackupProgress, ParentChoice, Selection};
 use backazon_engine::blob::Compression;
@@ -58,6 +59,13 @@ struct Global {
     /// Repository: a local folder, or s3://bucket/prefix
     #[arg(short = 'r', long, env = "BACKAZON_REPOSITORY", global = true)]
     repo: Option<String>,
+    /// A second copy of the repository (a folder or s3://bucket/prefix): every object
+    /// written goes to both; reads fall back to it
+    #[arg(long, env = "BACKAZON_REPLICA", global = true)]
+    replica: Option<String>,
+    /// S3-compatible server of an s3:// replica [default: as --s3-endpoint]
+    #[arg(long, env = "BACKAZON_REPLICA_S3_ENDPOINT", global = true)]
+    replica_s3_endpoint: Option<String>,
     /// S3-compatible server for s3:// repositories [default: AWS, or AWS_ENDPOINT_URL]
     #[arg(long, env = "BACKAZON_S3_ENDPOINT", global = true)]
     s3_endpoint: Option<String>,
@@ -138,11 +146,28 @@ enum Command {
         #[arg(long)]
         allow_other: bool,
     },
+    /// Compare the repository with its replica (--replica), or copy what one side lacks
+    Replica {
+        #[command(subcommand)]
+        command: ReplicaCommand,
+    },
     /// Manage the passwords (key files) that open the repository
     Key {
         #[command(subcommand)]
         command: KeyCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ReplicaCommand {
+    /// Copy every object one side lacks (or, with --verify, holds damaged) from the other
+    Sync {
+        /// Read every object on both sides and check it against its name
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Compare both sides object by object, every byte; exit 1 if they differ
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -210,21 +235,45 @@ struct Ctx {
 
 impl Ctx {
     fn backend(&self) -> Result<Arc<dyn Backend>> {
+        let primary = self.primary()?;
+        match self.replica()? {
+            Some(replica) => Ok(Arc::new(Replicated::new(primary, replica))),
+            None => Ok(primary),
+        }
+    }
+
+    fn primary(&self) -> Result<Arc<dyn Backend>> {
         let Some(repo) = &self.global.repo else {
             bail!("no repository given: use --repo or set BACKAZON_REPOSITORY");
         };
-        if repo.starts_with("s3://") {
-            let mut o = S3Options::from_url(repo)?;
-            o.endpoint = self.global.s3_endpoint.clone();
+        self.open_backend(repo, self.global.s3_endpoint.clone())
+    }
+
+    fn replica(&self) -> Result<Option<Arc<dyn Backend>>> {
+        let Some(url) = &self.global.replica else {
+            return Ok(None);
+        };
+        let endpoint = self
+            .global
+            .replica_s3_endpoint
+            .clone()
+            .or_else(|| self.global.s3_endpoint.clone());
+        self.open_backend(url, endpoint).map(Some)
+    }
+
+    fn open_backend(&self, url: &str, endpoint: Option<String>) -> Result<Arc<dyn Backend>> {
+        if url.starts_with("s3://") {
+            let mut o = S3Options::from_url(url)?;
+            o.endpoint = endpoint;
             o.path_style = self.global.s3_path_style;
             o.region = self.global.s3_region.clone();
             o.connections = self.global.s3_connections.max(1);
             return Ok(Arc::new(S3Backend::new(o)?));
         }
-        if repo.contains("://") {
-            bail!("{repo}: repositories are local folders or s3://bucket/prefix");
+        if url.contains("://") {
+            bail!("{url}: repositories are local folders or s3://bucket/prefix");
         }
-        Ok(Arc::new(LocalBackend::new(repo)))
+        Ok(Arc::new(LocalBackend::new(url)))
     }
 
     fn passwords(&self) -> PasswordSource {
@@ -339,6 +388,7 @@ fn run(ctx: &Ctx, command: Command) -> Result<u8> {
             cache_size,
             allow_other,
         } => mount::run(ctx, &mountpoint, cache_size, allow_other),
+        Command::Replica { command } => run_replica(ctx, command),
         Command::Key { command } => key(ctx, command),
     }
 }
@@ -444,6 +494,9 @@ fn run_backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
         if let Some(st) = repo.backend().stats() {
             v["requests"] = serde_json::to_value(st)?;
         }
+        if let Some(r) = repo.backend().replica_status() {
+            v["replica"] = serde_json::to_value(r)?;
+        }
         out!("{v}");
     } else {
         ctx.say(format!(
@@ -481,6 +534,16 @@ fn run_backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
             ));
         }
         ctx.say(format!("snapshot {} saved", result.snapshot.id.short()));
+    }
+    if let Some(r) = repo.backend().replica_status() {
+        if r.objects_behind > 0 && !ctx.global.quiet {
+            eprintln!(
+                "warning: the replica is behind: {} objects were stored on the primary only ({}); \
+                 run `backazon replica sync` once the replica is reachable",
+                r.objects_behind,
+                r.first_error.as_deref().unwrap_or("unknown error")
+            );
+        }
     }
     if s.errors > 0 {
         if !ctx.global.quiet {
@@ -709,6 +772,34 @@ fn run_restore(
         return Ok(EXIT_PARTIAL);
     }
     Ok(0)
+}
+
+fn run_replica(ctx: &Ctx, command: ReplicaCommand) -> Result<u8> {
+    let primary = ctx.primary()?;
+    let Some(replica) = ctx.replica()? else {
+        bail!("no replica given: use --replica or set BACKAZON_REPLICA");
+    };
+    let (verify, repair) = match command {
+        ReplicaCommand::Sync { verify } => (verify, true),
+        ReplicaCommand::Check => (true, false),
+    };
+    let quiet = ctx.global.quiet || ctx.global.json;
+    let report = replica::sync(&*primary, &*replica, verify, repair, &|line| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    })?;
+    if ctx.global.json {
+        out!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    let unrepaired = report.differences.iter().filter(|d| !d.repaired).count();
+    ctx.say(format!(
+        "{} objects compared, {} differences, {} copied",
+        report.objects,
+        report.differences.len(),
+        report.copied
+    ));
+    Ok(if unrepaired > 0 { EXIT_FATAL } else { 0 })
 }
 
 fn run_check(ctx: &Ctx, read_data: bool) -> Result<u8> {

@@ -71,9 +71,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, limit: Option<u64>, faults: Arc<
 
 impl FaultyProxy {
     /// Listens on a free loopback port and forwards to `upstream` (`host:port`). Of every
-    /// `every` connections (at least 4), one is reset, one answered 503, and one cut after
-    /// some bytes; in turn, so a client that opens a new connection after each failure
-    /// gets through by the fourth.
+    /// `every` connections (at least 4), one is cut after some bytes, one reset and one
+    /// answered 503, in that order from the first connection on, so every kind of fault
+    /// happens early and a client that opens a new connection after each failure gets
+    /// through by the fourth.
     pub fn start(upstream: &str, every: u64) -> FaultyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -121,8 +122,9 @@ fn handle(mut client: TcpStream, n: u64, every: u64, upstream: &str, f: Arc<Faul
             let Ok(server) = TcpStream::connect(upstream) else {
                 return;
             };
-            // One is cut somewhere in its first few MiB each way; the others pass.
-            let limit = (k == 3).then(|| 2000 + (n * 7919 % (3 << 20)));
+            // One (the very first among them) is cut somewhere in its first few MiB
+            // each way; the others pass.
+            let limit = (k == 0).then(|| 2000 + (n * 7919 % (3 << 20)));
             let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
             let f2 = f.clone();
             let up = std::thread::spawn(move || pump(c2, s2, limit, f2));

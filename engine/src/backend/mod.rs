@@ -2,6 +2,7 @@
 //! atomic (an object is there whole or not at all); reads of part of an object are ranged.
 
 pub mod local;
+pub mod replica;
 pub mod s3;
 
 use crate::error::Result;
@@ -61,6 +62,15 @@ pub trait Backend: Send + Sync {
     /// pack are better read with one ranged read than with one read each.
     fn prefers_large_reads(&self) -> bool {
         false
+    }
+    /// A second copy of the repository to read an object from when this one's copy fails
+    /// its authentication check.
+    fn fallback(&self) -> Option<&dyn Backend> {
+        None
+    }
+    /// For a repository with a replica: how far the replica fell behind in this run.
+    fn replica_status(&self) -> Option<replica::ReplicaStatus> {
+        None
     }
 }
 
