@@ -520,6 +520,30 @@ fn walk_dirs(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Where `original` (an absolute path that was backed up) is inside a restored or
+/// mounted snapshot whose top is `top`.
+pub fn in_snapshot(top: &Path, original: &Path) -> PathBuf {
+    top.join(original.strip_prefix("/").unwrap())
+}
+
+/// `diff -r --no-dereference a b`: what the ordinary tool says, empty or the test fails.
+#[track_caller]
+pub fn assert_diff_clean(a: &Path, b: &Path) {
+    let out = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Total size of the files under a folder.
 pub fn du(path: &Path) -> u64 {
     let mut total = 0;

@@ -4,13 +4,8 @@
 
 use std::fs;
 use std::net::TcpListener;
-use std::path::Path;
 
 use backazon_e2e::*;
-
-fn restored_path(target: &Path, original: &Path) -> std::path::PathBuf {
-    target.join(original.strip_prefix("/").unwrap())
-}
 
 fn set(env: &mut Env, key: &str, value: &str) {
     env.extra_env.retain(|(k, _)| k != key);
@@ -70,7 +65,7 @@ fn the_replica_serves_what_the_primary_lost_and_sync_repairs_it() {
         target.as_os_str(),
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_same_tree(&src, &restored_path(&target, &src));
+    assert_same_tree(&src, &in_snapshot(&target, &src));
 
     // Without the replica the primary alone is damaged.
     let mut alone = Env::new("replica-alone");
@@ -128,5 +123,5 @@ fn a_backup_completes_while_the_replica_is_down_and_sync_catches_up() {
     from_replica.repo = replica.into();
     let target = env.dir.join("restore");
     from_replica.restore("latest", &target, &[]).ok();
-    assert_same_tree(&src, &restored_path(&target, &src));
+    assert_same_tree(&src, &in_snapshot(&target, &src));
 }

@@ -2,13 +2,8 @@
 //! metadata, incremental runs, dedup, compression choices, selection and restore filters.
 
 use std::fs;
-use std::path::Path;
 
 use backazon_e2e::*;
-
-fn restored_path(target: &Path, original: &Path) -> std::path::PathBuf {
-    target.join(original.strip_prefix("/").unwrap())
-}
 
 #[test]
 fn every_kind_of_file_round_trips() {
@@ -21,21 +16,10 @@ fn every_kind_of_file_round_trips() {
 
     let target = env.dir.join("restore");
     env.restore("latest", &target, &[]).ok();
-    assert_same_tree(&src, &restored_path(&target, &src));
+    assert_same_tree(&src, &in_snapshot(&target, &src));
 
     // The ordinary tool agrees.
-    let diff = std::process::Command::new("diff")
-        .arg("-r")
-        .arg("--no-dereference")
-        .arg(&src)
-        .arg(restored_path(&target, &src))
-        .output()
-        .unwrap();
-    assert!(
-        diff.status.success(),
-        "{}",
-        String::from_utf8_lossy(&diff.stdout)
-    );
+    assert_diff_clean(&src, &in_snapshot(&target, &src));
 
     env.run(&["check", "--read-data"]).ok();
 }
@@ -64,7 +48,7 @@ fn large_file_round_trips() {
     assert!(s["packs_written"].as_u64().unwrap() >= 8, "{s}");
     let target = env.dir.join("out");
     env.restore("latest", &target, &[]).ok();
-    assert_same_tree(&src, &restored_path(&target, &src));
+    assert_same_tree(&src, &in_snapshot(&target, &src));
 }
 
 #[test]
@@ -157,7 +141,7 @@ fn incompressible_data_is_stored_raw_and_text_is_compressed() {
     assert!(s["bytes_added"].as_f64().unwrap() > raw);
     let out = env.dir.join("out");
     env.restore("latest", &out, &[]).ok();
-    assert_same_tree(&src, &restored_path(&out, &src));
+    assert_same_tree(&src, &in_snapshot(&out, &src));
 }
 
 #[test]
@@ -322,9 +306,9 @@ fn several_paths_keep_their_places() {
     env.backup(&[&a, &b], &[]);
     let out = env.dir.join("out");
     env.restore("latest", &out, &[]).ok();
-    assert_same_tree(&a, &restored_path(&out, &a));
-    assert_same_tree(&b, &restored_path(&out, &b));
-    assert!(!restored_path(&out, &env.dir.join("home/alice"))
+    assert_same_tree(&a, &in_snapshot(&out, &a));
+    assert_same_tree(&b, &in_snapshot(&out, &b));
+    assert!(!in_snapshot(&out, &env.dir.join("home/alice"))
         .join("other")
         .exists());
 }

@@ -2,17 +2,11 @@
 //! test helpers): round trips through the binary, a mount of an S3 repository, and the
 //! messages for wrong credentials and a missing bucket.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use backazon_e2e::garage::Garage;
 use backazon_e2e::proxy::FaultyProxy;
 use backazon_e2e::*;
-
-fn restored_path(target: &Path, original: &Path) -> std::path::PathBuf {
-    target.join(original.strip_prefix("/").unwrap())
-}
 
 #[test]
 fn a_tree_round_trips_through_s3() {
@@ -33,7 +27,7 @@ fn a_tree_round_trips_through_s3() {
 
     let target = env.dir.join("restore");
     let r = env.restore("latest", &target, &["--json"]).ok().json();
-    assert_same_tree(&src, &restored_path(&target, &src));
+    assert_same_tree(&src, &in_snapshot(&target, &src));
     // Neighbouring blobs come with one ranged GET: far fewer GETs than files.
     let gets = r["requests"]["gets"].as_u64().unwrap();
     let files = r["files"].as_u64().unwrap();
@@ -63,7 +57,7 @@ fn a_tree_round_trips_through_s3() {
         target2.as_os_str(),
     ])
     .ok();
-    assert_same_tree(&src, &restored_path(&target2, &src));
+    assert_same_tree(&src, &in_snapshot(&target2, &src));
 }
 
 #[test]
@@ -89,21 +83,14 @@ fn an_s3_repository_mounts() {
         .unwrap()
         .unwrap()
         .path();
-    let seen = restored_path(&group, &src);
-    let diff = Command::new("diff")
-        .arg("-r")
-        .arg("--no-dereference")
-        .arg(&src)
-        .arg(&seen)
-        .output()
-        .unwrap();
+    let seen = in_snapshot(&group, &src);
+    let diff = std::panic::catch_unwind(|| assert_diff_clean(&src, &seen));
     // SAFETY: kill with a valid pid and signal number.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert!(
-        diff.status.success(),
-        "{}",
-        String::from_utf8_lossy(&diff.stdout)
+        diff.is_ok(),
+        "the mounted snapshot differs from the original"
     );
     assert!(status.success());
 }
@@ -190,6 +177,6 @@ fn a_backup_through_resets_and_slow_downs_completes_and_checks_clean() {
     let before = f.connections.load(Relaxed);
     let target = env.dir.join("restore");
     env.restore("latest", &target, &[]).ok();
-    assert_same_tree(&src, &restored_path(&target, &src));
+    assert_same_tree(&src, &in_snapshot(&target, &src));
     assert!(f.connections.load(Relaxed) > before, "{f:?}");
 }
