@@ -160,11 +160,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ReplicaCommand {
-    /// Copy every object one side lacks (or, with --verify, holds damaged) from the other
+    /// Copy every object one side lacks or holds damaged from the other (every object on
+    /// both sides is read and checked against its name, unless --quick)
     Sync {
-        /// Read every object on both sides and check it against its name
+        /// Compare only names and sizes: copies what is missing, faster, but a damaged
+        /// copy of the same size goes unnoticed
         #[arg(long)]
-        verify: bool,
+        quick: bool,
     },
     /// Compare both sides object by object, every byte; exit 1 if they differ
     Check,
@@ -780,7 +782,7 @@ fn run_replica(ctx: &Ctx, command: ReplicaCommand) -> Result<u8> {
         bail!("no replica given: use --replica or set BACKAZON_REPLICA");
     };
     let (verify, repair) = match command {
-        ReplicaCommand::Sync { verify } => (verify, true),
+        ReplicaCommand::Sync { quick } => (!quick, true),
         ReplicaCommand::Check => (true, false),
     };
     let quiet = ctx.global.quiet || ctx.global.json;

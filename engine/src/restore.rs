@@ -330,7 +330,13 @@ impl<'a> BlobSource<'a> {
         if r.pending == 0 {
             r.bytes = None;
         }
-        self.repo.decode_blob(BlobKind::Data, id, &loc, stored)
+        match self.repo.decode_blob(BlobKind::Data, id, &loc, stored) {
+            // A damaged copy: the repository's own read tries the replica, if any.
+            Err(Error::Corrupt { .. }) if self.repo.backend().fallback().is_some() => {
+                self.repo.read_blob(self.index, BlobKind::Data, id)
+            }
+            other => other,
+        }
     }
 }
 

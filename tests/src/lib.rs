@@ -237,18 +237,7 @@ impl Env {
 
     /// Opens the repository through the engine, for tests that need to reach inside.
     pub fn open(&self) -> backazon_engine::Repository {
-        let repo = self.repo.to_string_lossy();
-        let backend: std::sync::Arc<dyn backazon_engine::Backend> = if repo.starts_with("s3://") {
-            let g = garage::Garage::get();
-            let mut o = backazon_engine::backend::s3::S3Options::from_url(&repo).unwrap();
-            o.endpoint = Some(g.endpoint.clone());
-            o.path_style = true;
-            o.region = Some(g.region.clone());
-            o.credentials = Some((g.key_id.clone(), g.secret.clone()));
-            std::sync::Arc::new(backazon_engine::backend::s3::S3Backend::new(o).unwrap())
-        } else {
-            std::sync::Arc::new(backazon_engine::LocalBackend::new(&self.repo))
-        };
+        let backend = backend_of(&self.repo.to_string_lossy());
         backazon_engine::Repository::open(backend, PASSWORD.as_bytes()).unwrap()
     }
 }
@@ -518,6 +507,22 @@ fn walk_dirs(root: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The storage of a repository (a folder, or s3:// on the tests' Garage), to reach its
+/// objects directly.
+pub fn backend_of(url: &str) -> std::sync::Arc<dyn backazon_engine::Backend> {
+    if url.starts_with("s3://") {
+        let g = garage::Garage::get();
+        let mut o = backazon_engine::backend::s3::S3Options::from_url(url).unwrap();
+        o.endpoint = Some(g.endpoint.clone());
+        o.path_style = true;
+        o.region = Some(g.region.clone());
+        o.credentials = Some((g.key_id.clone(), g.secret.clone()));
+        std::sync::Arc::new(backazon_engine::backend::s3::S3Backend::new(o).unwrap())
+    } else {
+        std::sync::Arc::new(backazon_engine::LocalBackend::new(url))
+    }
 }
 
 /// Where `original` (an absolute path that was backed up) is inside a restored or

@@ -180,3 +180,18 @@ fn a_backup_through_resets_and_slow_downs_completes_and_checks_clean() {
     assert_same_tree(&src, &in_snapshot(&target, &src));
     assert!(f.connections.load(Relaxed) > before, "{f:?}");
 }
+
+#[test]
+fn the_endpoint_can_come_from_the_aws_environment() {
+    let mut env = Env::new_s3("s3-aws-env");
+    let endpoint = Garage::get().endpoint.clone();
+    env.extra_env.retain(|(k, _)| k != "BACKAZON_S3_ENDPOINT");
+    env.extra_env
+        .push(("AWS_ENDPOINT_URL".into(), endpoint.clone()));
+    env.run(&["init"]).ok();
+    let src = env.dir.join("src");
+    write(&src.join("a.txt"), b"through AWS_ENDPOINT_URL");
+    env.backup(&[&src], &[]);
+    let list = env.run(&["snapshots", "--json"]).ok().json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
