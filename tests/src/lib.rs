@@ -87,7 +87,17 @@ pub struct Run {
 
 impl Run {
     pub fn from_output(c: &mut Command) -> Run {
-        Run::from(c.output().expect("running backazon"))
+        // A freshly copied executable can be "busy" for a moment: another test thread's
+        // child, between fork and exec, still holds the copy's write handle.
+        for _ in 0..100 {
+            match c.output() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => return Run::from(other.expect("running backazon")),
+            }
+        }
+        panic!("the executable stayed busy")
     }
     fn from(o: Output) -> Run {
         Run {
