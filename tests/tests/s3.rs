@@ -46,6 +46,20 @@ fn a_tree_round_trips_through_s3() {
     );
     let list = env.run(&["snapshots", "--json"]).ok().json();
     assert_eq!(list.as_array().unwrap().len(), 2);
+    let ls = env.run(&["ls", "latest"]).ok().stdout;
+    assert!(ls.contains("docs/letter.txt"), "{ls}");
+    // A second password, stored as a key object in the bucket.
+    let second = env.dir.join("second-pw");
+    write(&second, b"another password\n");
+    env.run(&[
+        "key",
+        "add",
+        "--new-password-file",
+        second.to_str().unwrap(),
+    ])
+    .ok();
+    let keys = env.run(&["key", "list", "--json"]).ok().json();
+    assert_eq!(keys.as_array().unwrap().len(), 2);
 
     // The cache is only a cache: without it everything reads from the bucket.
     let target2 = env.dir.join("restore-nocache");
