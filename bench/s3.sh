@@ -4,6 +4,9 @@
 # and the requests each made, counted by the server (its Prometheus metrics). Median of
 # RUNS runs. Garage comes from ~/.cargo/bin (ci/setup.sh builds it once).
 #   bash bench/s3.sh
+# Restores go to a tmpfs (/dev/shm) and are removed after each run: what is compared is
+# getting the data out of S3, not the state of the local disk (ext4 here allocates inodes
+# slowly for minutes after a large delete, which hit whichever tool restored next).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_DIR="${BENCH_DIR:-/var/tmp/backazon-bench}"
@@ -24,6 +27,7 @@ if [ -d "$W" ]; then
     rm -rf "$W"; sync; sleep 35
 fi
 mkdir -p "$W"
+RESTORE_DIR=$(mktemp -d /dev/shm/backazon-s3-bench.XXXXXX)
 
 # A single-node Garage with its admin API (for /metrics) on free ports.
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -45,7 +49,7 @@ EOT
 G="garage -c $W/garage.toml"
 $G server > "$W/garage.log" 2>&1 &
 GPID=$!
-trap 'kill $GPID 2>/dev/null || true' EXIT
+trap 'kill $GPID 2>/dev/null || true; rm -rf "$RESTORE_DIR"' EXIT
 until NODE=$($G node id -q 2>/dev/null); do sleep 0.2; done
 $G layout assign -z dc1 -c 20G "${NODE%@*}" >/dev/null
 $G layout apply --version 1 >/dev/null
@@ -86,7 +90,7 @@ for n in $(seq 1 "$RUNS"); do
     for tool in $order; do
         sync; echo 1 > /proc/sys/vm/drop_caches 2>/dev/null || true
         tar -cf - "$DATA" 2>/dev/null | cat >/dev/null
-        out="$W/restore-$tool-$n"
+        out="$RESTORE_DIR/restore-$tool-$n"
         if [ "$tool" = backazon ]; then
             export BACKAZON_REPOSITORY="s3://bench/backazon-$n" BACKAZON_CACHE_DIR="$W/cache-$tool-$n"
             "$BZ" init -q
@@ -102,6 +106,7 @@ for n in $(seq 1 "$RUNS"); do
         fi
         line="{\"tool\":\"$tool\",\"run\":$n,\"backup\":$backup,\"nochange\":$nochange,\"restore\":$restore,\"data_bytes\":$(du -sb "$DATA" | cut -f1)}"
         echo "$line" | tee -a "$results" >&2
+        rm -rf "$out"
     done
 done
 python3 bench/s3_report.py "$results"
