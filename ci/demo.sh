@@ -12,7 +12,7 @@ bz="$PWD/target/release/backazon"
 demo="${BACKAZON_DEMO_DIR:-/tmp/backazon-demo}"
 export BACKAZON_REPOSITORY="$demo/repo"
 export BACKAZON_PASSWORD="${BACKAZON_PASSWORD:-demo password}"
-if [ $# -eq 0 ]; then set -- "$PWD/engine" "$PWD/cli" "$PWD/docs"; fi
+if [ $# -eq 0 ]; then set -- "$PWD/engine" "$PWD/fs" "$PWD/cli" "$PWD/docs"; fi
 
 [ -f "$BACKAZON_REPOSITORY/config" ] || "$bz" init
 "$bz" backup "$@"
