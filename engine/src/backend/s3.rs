@@ -261,38 +261,49 @@ impl S3Backend {
                 .bucket(&self.opts.bucket)
                 .key(key)
                 .set_range(range.map(|(o, l)| format!("bytes={o}-{}", o + l as u64 - 1)));
+            // The SDK retries the request; a body cut off after the response began is
+            // this loop's to retry.
             let result = self.rt.block_on(async {
-                let out = req.send().await.map_err(|e| self.error("read", key, e))?;
+                let out = req
+                    .send()
+                    .await
+                    .map_err(|e| GetFailure::Failed(self.error("read", key, e)))?;
                 out.body
                     .collect()
                     .await
                     .map(|b| Vec::from(b.into_bytes()))
-                    .map_err(|e| Error::Backend(format!("reading {}: {e}", self.url_of(key))))
+                    .map_err(|e| GetFailure::Cut(format!("reading {}: {e}", self.url_of(key))))
             });
-            match result {
-                Err(Error::Backend(m))
-                    if m.starts_with("reading ") && attempt < self.opts.max_attempts =>
-                {
+            let data = match result {
+                Ok(data) => data,
+                Err(GetFailure::Cut(_)) if attempt < self.opts.max_attempts => {
                     std::thread::sleep(backoff(attempt));
+                    continue;
                 }
-                Ok(data) => {
-                    self.counters
-                        .bytes_received
-                        .fetch_add(data.len() as u64, Relaxed);
-                    if let Some((o, l)) = range {
-                        if data.len() != l {
-                            return Err(Error::corrupt(
-                                self.url_of(key),
-                                format!("object is truncated (wanted bytes {o}..{})", o + l as u64),
-                            ));
-                        }
-                    }
-                    return Ok(data);
+                Err(GetFailure::Cut(why)) => return Err(Error::Backend(why)),
+                Err(GetFailure::Failed(e)) => return Err(e),
+            };
+            self.counters
+                .bytes_received
+                .fetch_add(data.len() as u64, Relaxed);
+            if let Some((o, l)) = range {
+                if data.len() != l {
+                    return Err(Error::corrupt(
+                        self.url_of(key),
+                        format!("object is truncated (wanted bytes {o}..{})", o + l as u64),
+                    ));
                 }
-                Err(e) => return Err(e),
             }
+            return Ok(data);
         }
     }
+}
+
+/// How a GET went wrong: the request failed (already retried by the SDK), or the body
+/// was cut off after the response began (retried by [`S3Backend::get`]).
+enum GetFailure {
+    Failed(Error),
+    Cut(String),
 }
 
 /// Exponential backoff with jitter, for retries made here rather than by the SDK.
