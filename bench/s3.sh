@@ -50,7 +50,7 @@ G="garage -c $W/garage.toml"
 $G server > "$W/garage.log" 2>&1 &
 GPID=$!
 trap 'kill $GPID 2>/dev/null || true; rm -rf "$RESTORE_DIR"' EXIT
-until NODE=$($G node id -q 2>/dev/null); do sleep 0.2; done
+until NODE=$($G node id -q 2>/dev/null) && $G status >/dev/null 2>&1; do sleep 0.2; done
 $G layout assign -z dc1 -c 20G "${NODE%@*}" >/dev/null
 $G layout apply --version 1 >/dev/null
 KEY=$($G key create bench)

@@ -164,6 +164,21 @@ impl Garage {
             );
             std::thread::sleep(Duration::from_millis(100));
         };
+        // `node id` reads the node's key file; the server answers RPC a moment later.
+        while !Command::new(&g.bin)
+            .arg("-c")
+            .arg(&g.config)
+            .arg("status")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "garage does not answer: {}",
+                std::fs::read_to_string(dir.join("garage.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let node_id = node.split('@').next().unwrap().to_string();
         g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node_id]);
         g.cli(&["layout", "apply", "--version", "1"]);
