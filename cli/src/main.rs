@@ -11,9 +11,14 @@ macro_rules! out {
     };
 }
 
+mod daemon;
 mod format;
+mod job_cmd;
+mod jobs;
 mod mount;
 mod password;
+mod schedule;
+mod service;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -27,8 +32,11 @@ use backazon_engine::backend::replica::{self, Replicated};
 use backazon_engine::backend::s3::{S3Backend, S3Options};
 use backazon_engine::backup::{self, BackupOptions, BackupProgress, ParentChoice, Selection};
 use backazon_engine::blob::Compression;
+use backazon_engine::forget::{self, KeepRules};
 use backazon_engine::glob::Pattern;
+use backazon_engine::prune::{self, PruneOptions};
 use backazon_engine::restore::{self, RestoreOptions, RestoreProgress};
+use backazon_engine::snapshot::SnapshotEntry;
 use backazon_engine::tree::{Node, NodeKind};
 use backazon_engine::{check, Backend, Error, Id, LocalBackend, Repository, DEFAULT_PACK_SIZE};
 use clap::{Args, Parser, Subcommand};
@@ -40,6 +48,7 @@ use password::PasswordSource;
 const EXIT_FATAL: u8 = 1;
 const EXIT_PARTIAL: u8 = 3;
 const EXIT_NO_REPOSITORY: u8 = 10;
+pub(crate) const EXIT_LOCKED: u8 = 11;
 
 #[derive(Parser)]
 #[command(
@@ -101,6 +110,13 @@ struct Global {
     /// Where the local cache lives [default: $XDG_CACHE_HOME/backazon or ~/.cache/backazon]
     #[arg(long, env = "BACKAZON_CACHE_DIR", global = true)]
     cache_dir: Option<PathBuf>,
+    /// The jobs file [default: $XDG_CONFIG_HOME/backazon/jobs.toml; macOS: Application
+    /// Support; Windows: %APPDATA%]
+    #[arg(long, env = "BACKAZON_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Where job state and the log live [default: $XDG_STATE_HOME/backazon]
+    #[arg(long, env = "BACKAZON_STATE_DIR", global = true)]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -151,6 +167,28 @@ enum Command {
         #[command(subcommand)]
         command: ReplicaCommand,
     },
+    /// Remove snapshots the keep rules do not keep (their data stays until `prune`)
+    Forget(ForgetArgs),
+    /// Delete data no snapshot uses, and repack mostly unused packs
+    Prune {
+        /// Say what would be deleted, delete nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Define, list, show, remove and run backup jobs
+    Job {
+        #[command(subcommand)]
+        command: job_cmd::JobCommand,
+    },
+    /// Run jobs when they are due, in the foreground (what the service runs)
+    Daemon,
+    /// Per job: last run, its result, next run
+    Status,
+    /// Install the daemon as a service (systemd user unit, launchd agent, Windows task)
+    Service {
+        #[command(subcommand)]
+        command: service::ServiceCommand,
+    },
     /// Manage the passwords (key files) that open the repository
     Key {
         #[command(subcommand)]
@@ -191,8 +229,65 @@ struct NewPassword {
     new_password_file: Option<PathBuf>,
 }
 
+#[derive(Args, Clone, Default)]
+pub(crate) struct KeepArgs {
+    /// Keep the N newest snapshots
+    #[arg(long, value_name = "N")]
+    keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one
+    #[arg(long, value_name = "N")]
+    keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days that have one
+    #[arg(long, value_name = "N")]
+    keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N weeks (ISO) that have one
+    #[arg(long, value_name = "N")]
+    keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one
+    #[arg(long, value_name = "N")]
+    keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years that have one
+    #[arg(long, value_name = "N")]
+    keep_yearly: Option<u32>,
+    /// Keep every snapshot taken within this long of the newest (e.g. 30d, 2w, 6m, 1y)
+    #[arg(long, value_name = "DURATION")]
+    keep_within: Option<String>,
+}
+
+impl KeepArgs {
+    pub(crate) fn rules(&self) -> KeepRules {
+        KeepRules {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within: self.keep_within.clone(),
+        }
+    }
+}
+
 #[derive(Args)]
-struct BackupArgs {
+struct ForgetArgs {
+    /// Only the snapshots of this job
+    #[arg(long)]
+    job: Option<String>,
+    /// Only the snapshots of this host
+    #[arg(long)]
+    host: Option<String>,
+    #[command(flatten)]
+    keep: KeepArgs,
+    /// Say what would be removed, remove nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Prune afterwards
+    #[arg(long)]
+    prune: bool,
+}
+
+#[derive(Args, Default)]
+pub(crate) struct BackupArgs {
     /// Files and folders to back up
     #[arg(required = true)]
     paths: Vec<PathBuf>,
@@ -217,6 +312,9 @@ struct BackupArgs {
     /// Host name recorded in the snapshot
     #[arg(long)]
     host: Option<String>,
+    /// Record the snapshot as this job's (jobs run by `job run` and the daemon set it)
+    #[arg(long)]
+    job: Option<String>,
     /// Read every file again instead of trusting unchanged metadata
     #[arg(long)]
     force: bool,
@@ -231,7 +329,7 @@ struct BackupArgs {
     threads: Option<usize>,
 }
 
-struct Ctx {
+pub(crate) struct Ctx {
     global: Global,
 }
 
@@ -351,6 +449,14 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = match e.downcast_ref::<Error>() {
                 Some(Error::NoRepository(_)) => EXIT_NO_REPOSITORY,
+                Some(Error::Locked(_)) => EXIT_LOCKED,
+                _ if e.downcast_ref::<jobs::AlreadyRunning>().is_some() => EXIT_LOCKED,
+                _ if e
+                    .chain()
+                    .any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Locked(_)))) =>
+                {
+                    EXIT_LOCKED
+                }
                 _ => EXIT_FATAL,
             };
             eprintln!("error: {e:#}");
@@ -375,7 +481,7 @@ fn tune_allocator() {
 fn run(ctx: &Ctx, command: Command) -> Result<u8> {
     match command {
         Command::Init => init(ctx),
-        Command::Backup(args) => run_backup(ctx, args),
+        Command::Backup(args) => run_backup(ctx, args).map(|(code, _)| code),
         Command::Snapshots => snapshots(ctx),
         Command::Ls { snapshot, long } => ls(ctx, &snapshot, long),
         Command::Restore {
@@ -391,6 +497,12 @@ fn run(ctx: &Ctx, command: Command) -> Result<u8> {
             allow_other,
         } => mount::run(ctx, &mountpoint, cache_size, allow_other),
         Command::Replica { command } => run_replica(ctx, command),
+        Command::Forget(args) => run_forget(ctx, &args),
+        Command::Prune { dry_run } => run_prune(ctx, dry_run),
+        Command::Job { command } => job_cmd::run(ctx, command),
+        Command::Daemon => job_cmd::daemon(ctx),
+        Command::Status => job_cmd::status(ctx),
+        Command::Service { command } => service::run(ctx, command),
         Command::Key { command } => key(ctx, command),
     }
 }
@@ -423,7 +535,7 @@ fn patterns(globs: &[String]) -> Result<Vec<Pattern>> {
         .collect()
 }
 
-fn run_backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
+fn run_backup(ctx: &Ctx, args: BackupArgs) -> Result<(u8, SnapshotEntry)> {
     let mut repo = ctx.open()?;
     repo.compression = Compression {
         level: args.compression,
@@ -447,6 +559,7 @@ fn run_backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
         exclude_larger_than: args.exclude_larger_than,
     };
     opts.tags = args.tag.clone();
+    opts.job = args.job.clone();
     if let Some(h) = &args.host {
         opts.hostname = h.clone();
     }
@@ -554,9 +667,9 @@ fn run_backup(ctx: &Ctx, args: BackupArgs) -> Result<u8> {
                 s.errors
             );
         }
-        return Ok(EXIT_PARTIAL);
+        return Ok((EXIT_PARTIAL, result.snapshot));
     }
-    Ok(0)
+    Ok((0, result.snapshot))
 }
 
 fn snapshots(ctx: &Ctx) -> Result<u8> {
@@ -845,6 +958,107 @@ fn run_check(ctx: &Ctx, read_data: bool) -> Result<u8> {
         }
         Ok(EXIT_FATAL)
     }
+}
+
+fn run_forget(ctx: &Ctx, args: &ForgetArgs) -> Result<u8> {
+    let repo = ctx.open()?;
+    let (snaps, problems) = repo.snapshots()?;
+    for p in &problems {
+        warn(p);
+    }
+    let selected: Vec<_> = snaps
+        .into_iter()
+        .filter(|s| args.job.is_none() || s.snapshot.job == args.job)
+        .filter(|s| args.host.as_ref().is_none_or(|h| *h == s.snapshot.hostname))
+        .collect();
+    let rules = args.keep.rules();
+    rules.validate()?;
+    let decisions = forget::plan(&selected, &rules, &jiff::tz::TimeZone::system())?;
+    let removed = if args.dry_run {
+        0
+    } else {
+        forget::forget(&repo, &decisions)?
+    };
+    if ctx.global.json {
+        out!(
+            "{}",
+            serde_json::json!({"dry_run": args.dry_run, "removed": removed, "snapshots": decisions})
+        );
+    } else if !ctx.global.quiet {
+        let mut group = None;
+        for d in &decisions {
+            if group != Some(&d.group) {
+                out!("{}:", d.group);
+                group = Some(&d.group);
+            }
+            let time = d
+                .time
+                .parse()
+                .map(local_time)
+                .unwrap_or_else(|_| d.time.clone());
+            if d.keep {
+                out!(
+                    "  keep    {}  {}  ({})",
+                    d.id.short(),
+                    time,
+                    d.reasons.join(", ")
+                );
+            } else {
+                out!("  remove  {}  {}", d.id.short(), time);
+            }
+        }
+        let n = decisions.iter().filter(|d| !d.keep).count();
+        if args.dry_run {
+            out!("{n} snapshots would be removed (dry run: nothing changed)");
+        } else {
+            out!("{removed} snapshots removed; run `backazon prune` to free their data");
+        }
+    }
+    if args.prune && !args.dry_run {
+        return prune_repo(ctx, &repo, false);
+    }
+    Ok(if problems.is_empty() { 0 } else { EXIT_PARTIAL })
+}
+
+fn run_prune(ctx: &Ctx, dry_run: bool) -> Result<u8> {
+    let repo = ctx.open()?;
+    prune_repo(ctx, &repo, dry_run)
+}
+
+fn prune_repo(ctx: &Ctx, repo: &Repository, dry_run: bool) -> Result<u8> {
+    let quiet = ctx.global.quiet || ctx.global.json;
+    let opts = PruneOptions {
+        dry_run,
+        ..Default::default()
+    };
+    let r = prune::prune(repo, &opts, &|line| {
+        if !quiet {
+            out!("{line}");
+        }
+    })?;
+    if ctx.global.json {
+        out!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        if r.missing_blobs > 0 {
+            warn(&format!(
+                "{} blobs used by snapshots are in no pack; run `backazon check`",
+                r.missing_blobs
+            ));
+        }
+        ctx.say(format!(
+            "{}{} packs removed, {} repacked into {} ({} copied); {} packs, {} before -> {} packs, {} after",
+            if dry_run { "dry run, would be: " } else { "" },
+            r.packs_unused,
+            r.packs_repacked,
+            r.packs_written,
+            bytes(r.bytes_copied),
+            r.packs_before,
+            bytes(r.bytes_before),
+            r.packs_after,
+            bytes(r.bytes_after)
+        ));
+    }
+    Ok(0)
 }
 
 fn new_password(ctx: &Ctx, np: &NewPassword) -> Result<String> {

@@ -81,7 +81,7 @@ fn owner() -> (u32, u32) {
 }
 
 #[cfg(unix)]
-mod signals {
+pub(crate) mod signals {
     pub fn block() -> libc::sigset_t {
         // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only
         // changes this thread's mask.

@@ -67,6 +67,8 @@ pub struct BackupOptions {
     /// Write an index object after this many packs (and at least every `index_interval`).
     pub index_every_packs: usize,
     pub index_interval: Duration,
+    /// How long to wait while prune holds the repository's exclusive lock.
+    pub lock_wait: Duration,
 }
 
 impl BackupOptions {
@@ -83,6 +85,7 @@ impl BackupOptions {
             uploads: 2,
             index_every_packs: 4,
             index_interval: Duration::from_secs(20),
+            lock_wait: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -741,6 +744,8 @@ pub fn backup(
     paths.sort();
     paths.dedup();
 
+    // Before the index is read: prune must not delete a pack this run may reuse.
+    let _lock = crate::lock::lock(repo, false, "backup", opts.lock_wait)?;
     let loaded = repo.load_index()?;
     for p in &loaded.problems {
         (progress.warn)(&format!("index: {p}"));

@@ -39,6 +39,8 @@ pub fn check(repo: &Repository, read_data: bool, on_step: &dyn Fn(&str)) -> Resu
     // The cache holds copies of good objects; check must see what storage holds.
     let repo = &repo.without_cache();
     let mut report = CheckReport::default();
+    // Prune deletes objects; a check running beside it would report them missing.
+    let _lock = crate::lock::lock(repo, false, "check", std::time::Duration::from_secs(60))?;
     on_step("loading index");
     let loaded = repo.load_index()?;
     report.errors.extend(loaded.problems.iter().cloned());

@@ -51,6 +51,7 @@ pub enum ObjectType {
     PackHeader,
     Index,
     Snapshot,
+    Lock,
 }
 
 impl ObjectType {
@@ -61,6 +62,7 @@ impl ObjectType {
             ObjectType::PackHeader => b"pack-header",
             ObjectType::Index => b"index",
             ObjectType::Snapshot => b"snapshot",
+            ObjectType::Lock => b"lock",
         }
     }
 }

@@ -37,6 +37,10 @@ pub enum Error {
 
     #[error("{0}")]
     Invalid(String),
+
+    /// Another process holds a lock this operation cannot share.
+    #[error("{0}")]
+    Locked(String),
 }
 
 impl Error {

@@ -308,6 +308,35 @@ impl Backend for LocalBackend {
         fs::remove_file(&p).map_err(|e| not_found_or_io(e, "removing", &p))
     }
 
+    fn remove_temporary(&self, older_than: std::time::Duration) -> Result<usize> {
+        let mut dirs = vec![self.root.clone()];
+        for d in ["keys", "index", "snapshots", "locks"] {
+            dirs.push(self.root.join(d));
+        }
+        let data = self.root.join("data");
+        for (n, _) in read_dir_names(&data)? {
+            dirs.push(data.join(n));
+        }
+        let mut removed = 0;
+        for d in dirs {
+            for (name, _) in read_dir_names(&d)? {
+                if !name.starts_with(".tmp-") {
+                    continue;
+                }
+                let p = d.join(&name);
+                let old = fs::symlink_metadata(&p)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= older_than);
+                if old && fs::remove_file(&p).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     fn exists(&self, kind: Kind, name: &str) -> Result<bool> {
         let p = self.path(kind, name);
         match fs::symlink_metadata(&p) {

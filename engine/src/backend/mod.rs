@@ -72,6 +72,12 @@ pub trait Backend: Send + Sync {
     fn replica_status(&self) -> Option<replica::ReplicaStatus> {
         None
     }
+    /// Removes leftovers of writes interrupted more than `older_than` ago (temporary
+    /// files of a local folder; an S3 PUT leaves none). Returns how many were removed.
+    fn remove_temporary(&self, older_than: std::time::Duration) -> Result<usize> {
+        let _ = older_than;
+        Ok(0)
+    }
 }
 
 /// What a remote backend did: requests by type (retries included) and payload bytes.

@@ -108,6 +108,11 @@ impl Backend for Replicated {
             .or_else(|e| self.replica.list(kind).map_err(|_| e))
     }
 
+    fn remove_temporary(&self, older_than: std::time::Duration) -> Result<usize> {
+        let n = self.primary.remove_temporary(older_than)?;
+        Ok(n + self.replica.remove_temporary(older_than).unwrap_or(0))
+    }
+
     fn remove(&self, kind: Kind, name: &str) -> Result<()> {
         self.primary.remove(kind, name)?;
         self.to_replica(|r| match r.remove(kind, name) {

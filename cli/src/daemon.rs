@@ -1,0 +1,505 @@
+//! `backazon daemon`: idles until a job is due, runs it as a child process
+//! (`backazon job run NAME`), and sleeps again. No polling: the main loop waits on one
+//! channel fed by a signal thread (SIGTERM/SIGINT stop, SIGHUP reloads), a file-watch
+//! thread (inotify on the jobs file's folder) and one thread per running child; its
+//! timeout is the next due run (capped at a minute, so a suspended machine or a changed
+//! clock is noticed soon after).
+//!
+//! A run missed while the daemon was not running (machine off or asleep) is due once:
+//! each job's state holds the newest slot a run covered, and any slot between it and
+//! now makes the job due, however many there were.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use anyhow::Result;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+
+use crate::jobs::{self, Jobs, RunRecord, StateDir};
+
+enum Event {
+    Stop(i32),
+    Reload(&'static str),
+    Done {
+        job: String,
+        task: Task,
+        pid: u32,
+        status: std::io::Result<std::process::ExitStatus>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Task {
+    Backup,
+    Prune,
+}
+
+impl Task {
+    fn word(self) -> &'static str {
+        match self {
+            Task::Backup => "run",
+            Task::Prune => "prune",
+        }
+    }
+}
+
+/// When each job's tasks last covered a slot (in memory; children persist it).
+struct Slots {
+    backup: Option<Timestamp>,
+    prune: Option<Timestamp>,
+}
+
+pub struct Daemon {
+    config: PathBuf,
+    state: StateDir,
+    exe: PathBuf,
+    tz: TimeZone,
+    jobs: Jobs,
+    slots: BTreeMap<String, Slots>,
+    running: HashMap<(String, Task), u32>,
+    #[cfg(not(target_os = "linux"))]
+    config_mtime: Option<std::time::SystemTime>,
+}
+
+/// Options the daemon hands to every child it starts.
+pub struct ChildArgs {
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+    pub cache_dir: Option<PathBuf>,
+}
+
+pub fn run(args: ChildArgs) -> Result<u8> {
+    let signals = crate::mount::signals::block();
+    let state = StateDir(args.state_dir.clone());
+    let jobs = jobs::load(&args.config)?;
+    let mut d = Daemon {
+        config: args.config.clone(),
+        state,
+        exe: std::env::current_exe()?,
+        tz: TimeZone::system(),
+        jobs,
+        slots: BTreeMap::new(),
+        running: HashMap::new(),
+        #[cfg(not(target_os = "linux"))]
+        config_mtime: std::fs::metadata(&args.config)
+            .and_then(|m| m.modified())
+            .ok(),
+    };
+    d.sync_slots();
+    d.state.log(&format!(
+        "daemon started: {} jobs from {} (pid {})",
+        d.jobs.jobs.len(),
+        d.config.display(),
+        std::process::id()
+    ));
+
+    let (tx, rx) = channel::<Event>();
+    {
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || loop {
+                if let Some(sig) = crate::mount::signals::wait(&signals, 3_600_000) {
+                    let ev = if sig == libc::SIGHUP {
+                        Event::Reload("SIGHUP")
+                    } else {
+                        Event::Stop(sig)
+                    };
+                    if tx.send(ev).is_err() {
+                        return;
+                    }
+                }
+            })?;
+    }
+    watch(&args.config, tx.clone());
+
+    loop {
+        let now = Timestamp::now();
+        d.start_due(now, &args, &tx);
+        let wait = d
+            .next_wake(now)
+            .map(|t| t.duration_since(now).unsigned_abs())
+            .unwrap_or(Duration::MAX)
+            .min(Duration::from_secs(60));
+        match rx.recv_timeout(wait) {
+            Ok(Event::Stop(sig)) => {
+                d.stop(sig, &rx);
+                return Ok(0);
+            }
+            Ok(Event::Reload(why)) => d.reload(why),
+            Ok(Event::Done {
+                job,
+                task,
+                pid,
+                status,
+            }) => d.finished(&job, task, pid, status),
+            Err(RecvTimeoutError::Timeout) => {
+                // Without inotify, a changed jobs file is noticed at the next wake.
+                #[cfg(not(target_os = "linux"))]
+                {
+                    let m = std::fs::metadata(&d.config).and_then(|m| m.modified()).ok();
+                    if m != d.config_mtime {
+                        d.config_mtime = m;
+                        d.reload("the jobs file changed");
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return Ok(0),
+        }
+    }
+}
+
+impl Daemon {
+    /// Slots for every job: from its state, or now for a job never seen (its first run
+    /// is its first slot from now on).
+    fn sync_slots(&mut self) {
+        let now = Timestamp::now();
+        let mut slots = BTreeMap::new();
+        for j in &self.jobs.jobs {
+            let s = self.state.read(&j.name);
+            let mut backup = self
+                .slots
+                .get(&j.name)
+                .and_then(|s| s.backup)
+                .or(s.last_slot);
+            let mut prune = self
+                .slots
+                .get(&j.name)
+                .and_then(|s| s.prune)
+                .or(s.prune_slot);
+            if backup.is_none() || prune.is_none() {
+                backup = backup.or(Some(now));
+                prune = prune.or(Some(now));
+                let _ = self.state.update(&j.name, |st| {
+                    st.last_slot = st.last_slot.or(backup);
+                    st.prune_slot = st.prune_slot.or(prune);
+                });
+            }
+            slots.insert(j.name.clone(), Slots { backup, prune });
+        }
+        self.slots = slots;
+    }
+
+    fn due(&self, job: &jobs::LoadedJob, task: Task) -> Option<Timestamp> {
+        let slots = self.slots.get(&job.name)?;
+        let (sched, last) = match task {
+            Task::Backup => (job.schedule.as_ref()?, slots.backup?),
+            Task::Prune => (job.prune_schedule.as_ref()?, slots.prune?),
+        };
+        sched.next_after(last, &self.tz)
+    }
+
+    fn start_due(&mut self, now: Timestamp, args: &ChildArgs, tx: &Sender<Event>) {
+        let mut due = Vec::new();
+        for j in &self.jobs.jobs {
+            for task in [Task::Backup, Task::Prune] {
+                if let Some(t) = self.due(j, task) {
+                    if t <= now && !self.running.contains_key(&(j.name.clone(), task)) {
+                        due.push((t, j.name.clone(), task));
+                    }
+                }
+            }
+        }
+        // The longest-waiting first.
+        due.sort();
+        for (slot, name, task) in due {
+            if self.running.len() >= self.jobs.settings.max_concurrent {
+                return; // started when a running one finishes
+            }
+            // A job's prune waits for its backup and the other way round.
+            let other = match task {
+                Task::Backup => Task::Prune,
+                Task::Prune => Task::Backup,
+            };
+            if self.running.contains_key(&(name.clone(), other)) {
+                continue;
+            }
+            let trigger = if now.duration_since(slot) > jiff::SignedDuration::from_secs(60) {
+                "catch-up"
+            } else {
+                "schedule"
+            };
+            let slots = self.slots.get_mut(&name).expect("slots for every job");
+            match task {
+                Task::Backup => slots.backup = Some(now),
+                Task::Prune => slots.prune = Some(now),
+            }
+            match self.spawn(&name, task, now, trigger, args, tx) {
+                Ok(pid) => {
+                    self.running.insert((name.clone(), task), pid);
+                }
+                Err(e) => self.state.log(&format!(
+                    "job {name}: could not start its {}: {e:#}",
+                    task.word()
+                )),
+            }
+        }
+    }
+
+    fn spawn(
+        &self,
+        name: &str,
+        task: Task,
+        slot: Timestamp,
+        trigger: &str,
+        args: &ChildArgs,
+        tx: &Sender<Event>,
+    ) -> Result<u32> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("--config")
+            .arg(&args.config)
+            .arg("--state-dir")
+            .arg(&args.state_dir);
+        if let Some(c) = &args.cache_dir {
+            cmd.arg("--cache-dir").arg(c);
+        }
+        cmd.arg("job")
+            .arg(task.word())
+            .arg(name)
+            .arg("--slot")
+            .arg(slot.to_string())
+            .arg("--trigger")
+            .arg(trigger);
+        // SAFETY: the closure runs in the child between fork and exec and only calls
+        // sigprocmask-like pthread_sigmask, which is async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            // The daemon blocks its stop signals (a thread waits for them); a job must
+            // not inherit that, or it could not be stopped.
+            cmd.pre_exec(|| {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        let mut child: Child = cmd.spawn()?;
+        let pid = child.id();
+        let tx = tx.clone();
+        let job = name.to_string();
+        std::thread::Builder::new()
+            .name(format!("wait-{name}"))
+            .spawn(move || {
+                let status = child.wait();
+                let _ = tx.send(Event::Done {
+                    job,
+                    task,
+                    pid,
+                    status,
+                });
+            })?;
+        Ok(pid)
+    }
+
+    fn next_wake(&self, now: Timestamp) -> Option<Timestamp> {
+        let mut next: Option<Timestamp> = None;
+        for j in &self.jobs.jobs {
+            for task in [Task::Backup, Task::Prune] {
+                if self.running.contains_key(&(j.name.clone(), task)) {
+                    continue; // its end wakes the loop
+                }
+                if let Some(t) = self.due(j, task) {
+                    if t <= now && self.running.len() >= self.jobs.settings.max_concurrent {
+                        continue; // waits for a running child to end
+                    }
+                    next = Some(next.map_or(t, |n| n.min(t)));
+                }
+            }
+        }
+        next.map(|t| t.max(now))
+    }
+
+    fn finished(
+        &mut self,
+        job: &str,
+        task: Task,
+        pid: u32,
+        status: std::io::Result<std::process::ExitStatus>,
+    ) {
+        self.running.remove(&(job.to_string(), task));
+        use std::os::unix::process::ExitStatusExt;
+        match status {
+            Ok(s) if s.code().is_some() => {
+                // The child logged its own start, end and result.
+                if s.code() == Some(crate::EXIT_LOCKED as i32) {
+                    self.state.log(&format!(
+                        "job {job}: {} skipped: it was running already or its repository was locked; \
+                         it runs again at its next slot",
+                        task.word()
+                    ));
+                }
+            }
+            Ok(s) => {
+                let sig = s.signal().unwrap_or(0);
+                self.state.log(&format!(
+                    "job {job}: {} (pid {pid}) ended by signal {sig}; the repository keeps everything \
+                     stored so far and the next run goes on from there",
+                    task.word()
+                ));
+                self.record_interrupted(job, task, pid, &format!("ended by signal {sig}"));
+            }
+            Err(e) => self
+                .state
+                .log(&format!("job {job}: waiting for pid {pid}: {e}")),
+        }
+    }
+
+    fn record_interrupted(&self, job: &str, task: Task, pid: u32, why: &str) {
+        let Ok(_lock) = self.state.lock_job(job) else {
+            return;
+        };
+        let _ = self.state.update(job, |s| {
+            let rec = match task {
+                Task::Backup => &mut s.last_run,
+                Task::Prune => &mut s.last_prune,
+            };
+            if let Some(r) = rec
+                .as_mut()
+                .filter(|r| r.pid == pid && r.finished.is_none())
+            {
+                r.finished = Some(Timestamp::now().to_string());
+                r.result = "interrupted".into();
+                r.error = Some(why.into());
+            } else if rec.as_ref().is_none_or(|r| r.pid != pid) {
+                *rec = Some(RunRecord {
+                    started: Timestamp::now().to_string(),
+                    finished: Some(Timestamp::now().to_string()),
+                    result: "interrupted".into(),
+                    trigger: "schedule".into(),
+                    error: Some(why.into()),
+                    pid,
+                    ..Default::default()
+                });
+            }
+        });
+    }
+
+    fn reload(&mut self, why: &str) {
+        match jobs::load(&self.config) {
+            Ok(j) => {
+                let before: Vec<String> = self.jobs.jobs.iter().map(|j| j.name.clone()).collect();
+                self.jobs = j;
+                self.sync_slots();
+                let after: Vec<String> = self.jobs.jobs.iter().map(|j| j.name.clone()).collect();
+                if before != after || why == "SIGHUP" {
+                    self.state.log(&format!(
+                        "jobs reloaded ({why}): {}",
+                        if after.is_empty() {
+                            "none".into()
+                        } else {
+                            after.join(", ")
+                        }
+                    ));
+                }
+            }
+            Err(e) => self.state.log(&format!(
+                "the jobs file has an error, keeping the jobs loaded before: {e:#}"
+            )),
+        }
+    }
+
+    /// Stops the running children (their repositories stay consistent: a backup only
+    /// adds complete objects) and waits for them.
+    fn stop(&mut self, sig: i32, rx: &std::sync::mpsc::Receiver<Event>) {
+        self.state.log(&format!(
+            "daemon stopping (signal {sig}); {} runs in progress are stopped",
+            self.running.len()
+        ));
+        for pid in self.running.values() {
+            // SAFETY: kill sends a signal to our own child process.
+            unsafe {
+                libc::kill(*pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !self.running.is_empty() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Event::Done {
+                    job,
+                    task,
+                    pid,
+                    status,
+                }) => self.finished(&job, task, pid, status),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        self.state.log("daemon stopped");
+    }
+}
+
+/// Wakes the loop when the jobs file changes (written in place, replaced, created or
+/// deleted). Linux: inotify on its folder. Elsewhere the file is re-read at each wake.
+fn watch(config: &Path, tx: Sender<Event>) {
+    #[cfg(target_os = "linux")]
+    {
+        let Some(dir) = config.parent().map(Path::to_path_buf) else {
+            return;
+        };
+        let _ = std::fs::create_dir_all(&dir);
+        let name = config
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        // SAFETY: inotify_init1 takes flags only.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return;
+        }
+        let Ok(cdir) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+            return;
+        };
+        let mask = libc::IN_CLOSE_WRITE
+            | libc::IN_MOVED_TO
+            | libc::IN_MOVED_FROM
+            | libc::IN_CREATE
+            | libc::IN_DELETE;
+        // SAFETY: fd is an inotify descriptor and cdir a NUL-terminated path.
+        if unsafe { libc::inotify_add_watch(fd, cdir.as_ptr(), mask) } < 0 {
+            return;
+        }
+        let _ = std::thread::Builder::new()
+            .name("watch-jobs".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    // SAFETY: buf is valid for its length.
+                    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+                    if n <= 0 {
+                        if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                        {
+                            continue;
+                        }
+                        return;
+                    }
+                    let mut off = 0usize;
+                    let mut ours = false;
+                    while off + std::mem::size_of::<libc::inotify_event>() <= n as usize {
+                        // SAFETY: the kernel wrote a whole event at `off`; read unaligned.
+                        let ev: libc::inotify_event =
+                            unsafe { std::ptr::read_unaligned(buf[off..].as_ptr().cast()) };
+                        let start = off + std::mem::size_of::<libc::inotify_event>();
+                        let end = (start + ev.len as usize).min(n as usize);
+                        let raw = &buf[start..end];
+                        let raw = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+                        if raw == name.as_encoded_bytes() {
+                            ours = true;
+                        }
+                        off = end;
+                    }
+                    if ours && tx.send(Event::Reload("the jobs file changed")).is_err() {
+                        return;
+                    }
+                }
+            });
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (config, tx);
+    }
+}

@@ -1,0 +1,567 @@
+//! `backazon job ...`, `daemon` and `status`: jobs defined once and run by hand or on
+//! their schedule. A job run is a backup with the job's selection, then the job's
+//! retention; its result goes to the job's state and to the log.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use backazon_engine::forget;
+use clap::{Args, Subcommand};
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+
+use crate::format::{bytes, local_time};
+use crate::jobs::{self, Job, LoadedJob, RunRecord, StateDir};
+use crate::{BackupArgs, Ctx, KeepArgs};
+
+#[derive(Subcommand)]
+pub enum JobCommand {
+    /// Define a job (repository, password and S3 settings come from --repo,
+    /// --password-file/--password-command, --replica, --s3-*)
+    Add(AddArgs),
+    /// List the jobs
+    List,
+    /// Show one job as it is stored, with its state
+    Show { name: String },
+    /// Remove a job (its snapshots stay in the repository)
+    Remove { name: String },
+    /// Back up now with the job's selection, then apply its retention
+    Run(RunArgs),
+    /// Prune the job's repository now
+    Prune(RunArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    name: String,
+    /// The schedule slot this run covers (set by the daemon)
+    #[arg(long, hide = true)]
+    slot: Option<Timestamp>,
+    /// Why the run started: schedule, catch-up or manual (set by the daemon)
+    #[arg(long, hide = true, default_value = "manual")]
+    trigger: String,
+}
+
+#[derive(Args)]
+pub struct AddArgs {
+    /// Letters, digits, '-', '_', '.'
+    name: String,
+    /// A file or folder to back up (repeatable)
+    #[arg(long = "path", required = true)]
+    paths: Vec<PathBuf>,
+    /// Leave out paths matching this glob (repeatable)
+    #[arg(short, long)]
+    exclude: Vec<String>,
+    /// Read exclude globs from this file (repeatable)
+    #[arg(long)]
+    exclude_file: Vec<PathBuf>,
+    /// Leave out folders holding a file of this name (repeatable)
+    #[arg(long)]
+    exclude_if_present: Vec<String>,
+    /// Leave out folders holding a valid CACHEDIR.TAG
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Leave out files larger than this (e.g. 500M, 2G)
+    #[arg(long)]
+    exclude_larger_than: Option<String>,
+    /// Tag its snapshots (repeatable)
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Host name recorded in its snapshots
+    #[arg(long)]
+    host: Option<String>,
+    /// zstd level, 0 to store uncompressed
+    #[arg(long)]
+    compression: Option<i32>,
+    /// hourly, 'daily HH:MM', 'weekly DAY HH:MM', 'monthly DAY HH:MM' or a cron
+    /// expression (5 fields, or 6 with seconds first); without it the job runs only
+    /// with `job run`
+    #[arg(long)]
+    schedule: Option<String>,
+    /// When to prune the repository (same forms as --schedule)
+    #[arg(long)]
+    prune_schedule: Option<String>,
+    #[command(flatten)]
+    keep: KeepArgs,
+    /// Windows: read the files from a Volume Shadow Copy snapshot
+    #[arg(long)]
+    use_vss: bool,
+    /// Do not open the repository to check the password
+    #[arg(long)]
+    no_check: bool,
+}
+
+pub fn config_path(ctx: &Ctx) -> PathBuf {
+    ctx.global
+        .config
+        .clone()
+        .unwrap_or_else(jobs::default_config_path)
+}
+
+pub fn state_dir(ctx: &Ctx) -> StateDir {
+    StateDir(
+        ctx.global
+            .state_dir
+            .clone()
+            .unwrap_or_else(jobs::default_state_dir),
+    )
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    Ok(std::env::current_dir()
+        .context("finding the current folder")?
+        .join(p))
+}
+
+/// The context a job runs in: the job's repository and password over the global options.
+fn job_ctx(ctx: &Ctx, job: &Job) -> Ctx {
+    let mut g = ctx.global.clone();
+    g.repo = Some(job.repository.clone());
+    g.replica = job.replica.clone();
+    if job.s3_endpoint.is_some() {
+        g.s3_endpoint = job.s3_endpoint.clone();
+    }
+    if job.replica_s3_endpoint.is_some() {
+        g.replica_s3_endpoint = job.replica_s3_endpoint.clone();
+    }
+    g.s3_path_style |= job.s3_path_style;
+    if job.s3_region.is_some() {
+        g.s3_region = job.s3_region.clone();
+    }
+    g.password_file = job.password_file.clone();
+    g.password_command = job.password_command.clone();
+    Ctx { global: g }
+}
+
+fn backup_args(name: &str, job: &Job) -> Result<BackupArgs> {
+    Ok(BackupArgs {
+        paths: job.paths.clone(),
+        exclude: job.exclude.clone(),
+        exclude_file: job.exclude_file.clone(),
+        exclude_if_present: job.exclude_if_present.clone(),
+        exclude_caches: job.exclude_caches,
+        exclude_larger_than: job
+            .exclude_larger_than
+            .as_deref()
+            .map(crate::format::parse_size)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+        tag: job.tags.clone(),
+        host: job.host.clone(),
+        job: Some(name.to_string()),
+        compression: job.compression.unwrap_or(3),
+        ..Default::default()
+    })
+}
+
+pub fn run(ctx: &Ctx, command: JobCommand) -> Result<u8> {
+    let path = config_path(ctx);
+    match command {
+        JobCommand::Add(a) => add(ctx, &path, a),
+        JobCommand::List => list(ctx, &path),
+        JobCommand::Show { name } => show(ctx, &path, &name),
+        JobCommand::Remove { name } => {
+            jobs::remove(&path, &name)?;
+            ctx.say(format!(
+                "removed job {name} from {} (its snapshots stay in the repository)",
+                path.display()
+            ));
+            Ok(0)
+        }
+        JobCommand::Run(r) => run_job(ctx, &path, &r),
+        JobCommand::Prune(r) => prune_job(ctx, &path, &r),
+    }
+}
+
+fn add(ctx: &Ctx, path: &Path, a: AddArgs) -> Result<u8> {
+    let Some(repository) = ctx.global.repo.clone() else {
+        bail!("no repository given: use --repo (or BACKAZON_REPOSITORY)");
+    };
+    let repository = if repository.contains("://") {
+        repository
+    } else {
+        absolute(Path::new(&repository))?.display().to_string()
+    };
+    let job = Job {
+        repository,
+        replica: ctx.global.replica.clone(),
+        s3_endpoint: ctx.global.s3_endpoint.clone(),
+        replica_s3_endpoint: ctx.global.replica_s3_endpoint.clone(),
+        s3_path_style: ctx.global.s3_path_style,
+        s3_region: ctx.global.s3_region.clone(),
+        paths: a.paths.iter().map(|p| absolute(p)).collect::<Result<_>>()?,
+        exclude: a.exclude,
+        exclude_file: a
+            .exclude_file
+            .iter()
+            .map(|p| absolute(p))
+            .collect::<Result<_>>()?,
+        exclude_if_present: a.exclude_if_present,
+        exclude_caches: a.exclude_caches,
+        exclude_larger_than: a.exclude_larger_than,
+        tags: a.tag,
+        host: a.host,
+        compression: a.compression,
+        schedule: a.schedule,
+        prune_schedule: a.prune_schedule,
+        password_file: ctx
+            .global
+            .password_file
+            .as_deref()
+            .map(absolute)
+            .transpose()?,
+        password_command: ctx.global.password_command.clone(),
+        use_vss: a.use_vss,
+        keep: a.keep.rules(),
+    };
+    if !a.no_check {
+        job_ctx(ctx, &job).open().with_context(|| {
+            format!(
+                "opening {} with the job's password (use --no-check to add the job anyway)",
+                job.repository
+            )
+        })?;
+    }
+    jobs::add(path, &a.name, &job)?;
+    ctx.say(format!("added job {} to {}", a.name, path.display()));
+    Ok(0)
+}
+
+fn next_of(s: &Option<crate::schedule::Schedule>, last: Option<Timestamp>) -> Option<Timestamp> {
+    let now = Timestamp::now();
+    s.as_ref()?
+        .next_after(last.unwrap_or(now), &TimeZone::system())
+}
+
+fn when(t: Option<Timestamp>) -> String {
+    match t {
+        None => "-".into(),
+        Some(t) if t <= Timestamp::now() => format!("due now ({})", local_time(t)),
+        Some(t) => local_time(t),
+    }
+}
+
+fn list(ctx: &Ctx, path: &Path) -> Result<u8> {
+    let jobs = jobs::load(path)?;
+    let state = state_dir(ctx);
+    if ctx.global.json {
+        let v: Vec<_> = jobs.jobs.iter().map(|j| job_json(j, &state)).collect();
+        out!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    if jobs.jobs.is_empty() {
+        ctx.say(format!(
+            "no jobs in {} (add one with `backazon job add`)",
+            path.display()
+        ));
+        return Ok(0);
+    }
+    out!(
+        "{:<16}  {:<22}  {:<30}  Paths",
+        "Job",
+        "Schedule",
+        "Repository"
+    );
+    for j in &jobs.jobs {
+        out!(
+            "{:<16}  {:<22}  {:<30}  {}",
+            j.name,
+            j.job.schedule.as_deref().unwrap_or("(by hand)"),
+            j.job.repository,
+            j.job
+                .paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    Ok(0)
+}
+
+fn job_json(j: &LoadedJob, state: &StateDir) -> serde_json::Value {
+    let s = state.read(&j.name);
+    serde_json::json!({
+        "name": j.name,
+        "job": j.job,
+        "running": state.running(&j.name),
+        "last_run": s.last_run,
+        "last_success": s.last_success,
+        "last_prune": s.last_prune,
+        "next_run": next_of(&j.schedule, s.last_slot).map(|t| t.to_string()),
+        "next_prune": next_of(&j.prune_schedule, s.prune_slot).map(|t| t.to_string()),
+    })
+}
+
+fn show(ctx: &Ctx, path: &Path, name: &str) -> Result<u8> {
+    let jobs = jobs::load(path)?;
+    let j = jobs.get(name)?;
+    let state = state_dir(ctx);
+    if ctx.global.json {
+        out!("{}", serde_json::to_string_pretty(&job_json(j, &state))?);
+        return Ok(0);
+    }
+    let table = toml_edit::ser::to_document(&j.job)?;
+    out!("[jobs.{name}]");
+    out!("{}", table.to_string().trim_end());
+    print_state(j, &state);
+    Ok(0)
+}
+
+fn print_state(j: &LoadedJob, state: &StateDir) {
+    let s = state.read(&j.name);
+    if let Some(r) = state.running(&j.name) {
+        out!("  running:      {r}");
+    }
+    match &s.last_run {
+        Some(r) => out!("  last run:     {}", describe(r)),
+        None => out!("  last run:     never"),
+    }
+    if let Some(t) = &s.last_success {
+        out!("  last success: {}", show_time(t));
+    }
+    if j.schedule.is_some() {
+        out!(
+            "  next run:     {}",
+            when(next_of(&j.schedule, s.last_slot))
+        );
+    }
+    if j.prune_schedule.is_some() {
+        if let Some(r) = &s.last_prune {
+            out!("  last prune:   {}", describe(r));
+        }
+        out!(
+            "  next prune:   {}",
+            when(next_of(&j.prune_schedule, s.prune_slot))
+        );
+    }
+}
+
+fn show_time(t: &str) -> String {
+    t.parse().map(local_time).unwrap_or_else(|_| t.to_string())
+}
+
+fn describe(r: &RunRecord) -> String {
+    let mut s = format!("{} {} ({})", show_time(&r.started), r.result, r.trigger);
+    if let Some(snap) = &r.snapshot {
+        s.push_str(&format!(", snapshot {snap}"));
+    }
+    if let Some(sum) = &r.summary {
+        s.push_str(&format!(", {sum}"));
+    }
+    if let Some(e) = &r.error {
+        s.push_str(&format!(": {e}"));
+    }
+    s
+}
+
+pub fn status(ctx: &Ctx) -> Result<u8> {
+    let path = config_path(ctx);
+    let jobs = jobs::load(&path)?;
+    let state = state_dir(ctx);
+    let daemon = state.running(DAEMON_LOCK);
+    if ctx.global.json {
+        let v = serde_json::json!({
+            "config": path,
+            "state_dir": state.0,
+            "log": state.log_path(),
+            "daemon": daemon,
+            "jobs": jobs.jobs.iter().map(|j| job_json(j, &state)).collect::<Vec<_>>(),
+        });
+        out!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    match &daemon {
+        Some(d) => out!("daemon: running ({d})"),
+        None => out!("daemon: not running (scheduled jobs run only while it runs: `backazon daemon` or `backazon service install`)"),
+    }
+    out!("jobs file: {}", path.display());
+    out!("log: {}", state.log_path().display());
+    for j in &jobs.jobs {
+        out!(
+            "\n{} — {} -> {}",
+            j.name,
+            j.job.schedule.as_deref().unwrap_or("by hand"),
+            j.job.repository
+        );
+        print_state(j, &state);
+    }
+    Ok(0)
+}
+
+/// The daemon's own lock in the state folder ('.' keeps it apart from job names).
+const DAEMON_LOCK: &str = ".daemon";
+
+pub fn daemon(ctx: &Ctx) -> Result<u8> {
+    let state = state_dir(ctx);
+    let _lock = state.lock_job(DAEMON_LOCK).map_err(|_| {
+        anyhow::anyhow!(
+            "a daemon is already running for {} ({})",
+            state.0.display(),
+            state.running(DAEMON_LOCK).unwrap_or_default()
+        )
+    })?;
+    crate::daemon::run(crate::daemon::ChildArgs {
+        config: absolute(&config_path(ctx))?,
+        state_dir: absolute(&state.0)?,
+        cache_dir: ctx.global.cache_dir.clone(),
+    })
+}
+
+fn record(state: &StateDir, name: &str, prune: bool, rec: RunRecord) -> Result<()> {
+    state.update(name, |s| {
+        if prune {
+            s.last_prune = Some(rec);
+        } else {
+            if rec.result == "success" || rec.result == "partial" {
+                s.last_success = rec.finished.clone();
+            }
+            s.last_run = Some(rec);
+        }
+    })
+}
+
+fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
+    let jobs = jobs::load(path)?;
+    let j = jobs.get(&r.name)?.clone();
+    let state = state_dir(ctx);
+    let _lock = state.lock_job(&r.name)?;
+    let started = Timestamp::now();
+    let slot = r.slot.unwrap_or(started);
+    state.log(&format!("job {}: backup started ({})", r.name, r.trigger));
+    let mut rec = RunRecord {
+        started: started.to_string(),
+        result: "running".into(),
+        trigger: r.trigger.clone(),
+        pid: std::process::id(),
+        ..Default::default()
+    };
+    record(&state, &r.name, false, rec.clone())?;
+    // The slot is covered whatever the outcome: a failed run is retried at the next one.
+    state.update(&r.name, |s| {
+        s.last_slot = Some(s.last_slot.map_or(slot, |l| l.max(slot)));
+    })?;
+    let jctx = job_ctx(ctx, &j.job);
+    let outcome = backup_args(&r.name, &j.job).and_then(|args| crate::run_backup(&jctx, args));
+    rec.finished = Some(Timestamp::now().to_string());
+    let code = match &outcome {
+        Ok((code, snap)) => {
+            let s = &snap.snapshot.summary;
+            rec.exit_code = Some(*code);
+            rec.result = if *code == 0 { "success" } else { "partial" }.into();
+            rec.snapshot = Some(snap.id.short());
+            rec.summary = Some(format!(
+                "{} files ({} new, {} changed), {} added, {} errors, {:.1} s",
+                s.total_files,
+                s.files_new,
+                s.files_changed,
+                bytes(s.bytes_added),
+                s.errors,
+                s.duration_seconds
+            ));
+            state.log(&format!(
+                "job {}: backup {}: snapshot {}, {}",
+                r.name,
+                rec.result,
+                snap.id.short(),
+                rec.summary.as_deref().unwrap_or("")
+            ));
+            *code
+        }
+        Err(e) => {
+            rec.result = "failed".into();
+            rec.error = Some(format!("{e:#}"));
+            state.log(&format!("job {}: backup failed: {e:#}", r.name));
+            0
+        }
+    };
+    if outcome.is_ok() && !j.job.keep.is_empty() {
+        match apply_retention(&jctx, &r.name, &j) {
+            Ok((kept, removed)) => state.log(&format!(
+                "job {}: retention kept {kept} snapshots, removed {removed}",
+                r.name
+            )),
+            Err(e) => {
+                state.log(&format!("job {}: retention failed: {e:#}", r.name));
+                rec.error = Some(format!("retention failed: {e:#}"));
+            }
+        }
+    }
+    record(&state, &r.name, false, rec)?;
+    outcome.map(|_| code)
+}
+
+/// The job's keep rules over this host's snapshots of the job.
+fn apply_retention(ctx: &Ctx, name: &str, j: &LoadedJob) -> Result<(usize, usize)> {
+    let repo = ctx.open()?;
+    let host = j
+        .job
+        .host
+        .clone()
+        .unwrap_or_else(backazon_engine::sys::hostname);
+    let (snaps, _) = repo.snapshots()?;
+    let mine: Vec<_> = snaps
+        .into_iter()
+        .filter(|s| s.snapshot.job.as_deref() == Some(name) && s.snapshot.hostname == host)
+        .collect();
+    let plan = forget::plan(&mine, &j.job.keep, &TimeZone::system())?;
+    let removed = forget::forget(&repo, &plan)?;
+    Ok((plan.len() - removed, removed))
+}
+
+fn prune_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
+    let jobs = jobs::load(path)?;
+    let j = jobs.get(&r.name)?.clone();
+    let state = state_dir(ctx);
+    let _lock = state.lock_job(&r.name)?;
+    let started = Timestamp::now();
+    let slot = r.slot.unwrap_or(started);
+    state.log(&format!("job {}: prune started ({})", r.name, r.trigger));
+    state.update(&r.name, |s| {
+        s.prune_slot = Some(s.prune_slot.map_or(slot, |l| l.max(slot)));
+    })?;
+    let jctx = job_ctx(ctx, &j.job);
+    let mut rec = RunRecord {
+        started: started.to_string(),
+        trigger: r.trigger.clone(),
+        pid: std::process::id(),
+        ..Default::default()
+    };
+    let outcome = jctx.open().and_then(|repo| {
+        backazon_engine::prune::prune(
+            &repo,
+            &backazon_engine::prune::PruneOptions::default(),
+            &|_| {},
+        )
+        .map_err(anyhow::Error::from)
+    });
+    rec.finished = Some(Timestamp::now().to_string());
+    match &outcome {
+        Ok(p) => {
+            rec.result = "success".into();
+            rec.exit_code = Some(0);
+            rec.summary = Some(format!(
+                "{} packs removed, {} repacked; {} -> {}",
+                p.packs_unused,
+                p.packs_repacked,
+                bytes(p.bytes_before),
+                bytes(p.bytes_after)
+            ));
+            state.log(&format!(
+                "job {}: prune done: {}",
+                r.name,
+                rec.summary.as_deref().unwrap_or("")
+            ));
+        }
+        Err(e) => {
+            rec.result = "failed".into();
+            rec.error = Some(format!("{e:#}"));
+            state.log(&format!("job {}: prune failed: {e:#}", r.name));
+        }
+    }
+    record(&state, &r.name, true, rec)?;
+    outcome.map(|_| 0)
+}

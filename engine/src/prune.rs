@@ -1,0 +1,294 @@
+//! Prune: delete what no snapshot references. Packs holding nothing in use are removed;
+//! packs mostly unused are repacked (their used blobs copied, still sealed, into new
+//! packs) and removed. Runs under the exclusive lock, so no backup can be adding
+//! references to old blobs meanwhile, and in the order of docs/FORMAT.md ("Prune"), so a
+//! crash at any point loses nothing a snapshot references.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::backend::Kind;
+use crate::error::{Error, Result};
+use crate::id::{Id, IdHashBuilder};
+use crate::index::Index;
+use crate::lock;
+use crate::pack::{BlobKind, PackBlob, PackBuilder};
+use crate::repo::Repository;
+use crate::tree::NodeKind;
+
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    pub dry_run: bool,
+    /// Repack a pack when more than this share of its bytes is unused.
+    pub repack_unused_above: f64,
+    /// Index objects hold at most this many packs each.
+    pub packs_per_index: usize,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            dry_run: false,
+            repack_unused_above: 0.3,
+            packs_per_index: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub snapshots: usize,
+    pub blobs_used: usize,
+    pub packs_before: usize,
+    pub bytes_before: u64,
+    /// Packs holding nothing in use: removed.
+    pub packs_unused: usize,
+    /// Packs mostly unused: their used blobs copied into new packs, then removed.
+    pub packs_repacked: usize,
+    pub packs_written: usize,
+    pub bytes_copied: u64,
+    pub packs_after: usize,
+    pub bytes_after: u64,
+    pub index_objects_removed: usize,
+    pub index_objects_written: usize,
+    /// Leftovers of interrupted writes (local folders).
+    pub temporary_files_removed: usize,
+    /// Blobs snapshots name that no pack holds (damage `check` reports); prune goes on.
+    pub missing_blobs: usize,
+}
+
+/// Every blob the snapshots reference, tree and data. Fails when a tree cannot be
+/// read: prune must know everything in use before it deletes anything.
+fn used_blobs(
+    repo: &Repository,
+    index: &Index,
+    roots: &[Id],
+    report: &mut PruneReport,
+) -> Result<HashSet<Id, IdHashBuilder>> {
+    let mut used: HashSet<Id, IdHashBuilder> = HashSet::default();
+    let mut stack: Vec<Id> = Vec::new();
+    for r in roots {
+        if used.insert(*r) {
+            stack.push(*r);
+        }
+    }
+    while let Some(t) = stack.pop() {
+        let tree = repo.read_tree(index, &t).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot read tree {t} ({e}); prune stops without deleting anything: run `backazon check`"
+            ))
+        })?;
+        for n in &tree.nodes {
+            if n.kind == NodeKind::Dir {
+                if let Some(sub) = n.subtree {
+                    if used.insert(sub) {
+                        stack.push(sub);
+                    }
+                }
+            }
+            for c in &n.content {
+                used.insert(*c);
+            }
+        }
+    }
+    report.missing_blobs = used.iter().filter(|b| !index.contains(b)).count();
+    Ok(used)
+}
+
+/// Prunes, or with `dry_run` only says what it would do. `say` gets progress lines.
+pub fn prune(repo: &Repository, opts: &PruneOptions, say: &dyn Fn(&str)) -> Result<PruneReport> {
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(lock::lock(repo, true, "prune", Duration::ZERO)?)
+    };
+    let backend = repo.backend();
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let old_index_objects: Vec<String> = backend
+        .list(Kind::Index)?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let loaded = repo.load_index()?;
+    if !loaded.problems.is_empty() {
+        return Err(Error::Invalid(format!(
+            "the index has problems ({}); prune deletes nothing until `backazon check` is clean",
+            loaded.problems.join("; ")
+        )));
+    }
+    let index = &loaded.index;
+    let (snaps, problems) = repo.snapshots()?;
+    if !problems.is_empty() {
+        return Err(Error::Invalid(format!(
+            "some snapshots cannot be read ({}); prune deletes nothing while it cannot see what they use",
+            problems.join("; ")
+        )));
+    }
+    report.snapshots = snaps.len();
+    say(&format!("finding the data {} snapshots use", snaps.len()));
+    let roots: Vec<Id> = snaps.iter().map(|s| s.snapshot.tree).collect();
+    let used = used_blobs(repo, index, &roots, &mut report)?;
+    report.blobs_used = used.len();
+
+    // Which packs stay as they are, which go, which are repacked.
+    let by_pack = index.blobs_by_pack();
+    let mut keep: Vec<(Id, Vec<PackBlob>)> = Vec::new();
+    let mut remove: Vec<Id> = Vec::new();
+    let mut repack: Vec<(Id, Vec<PackBlob>)> = Vec::new();
+    for (pack, blobs) in by_pack {
+        let Some(&size) = loaded.pack_sizes.get(&pack) else {
+            continue; // named by an index, gone from storage: left out of the new index
+        };
+        report.packs_before += 1;
+        report.bytes_before += size;
+        let used_bytes: u64 = blobs
+            .iter()
+            .filter(|b| used.contains(&b.id))
+            .map(|b| b.length as u64)
+            .sum();
+        if used_bytes == 0 {
+            remove.push(pack);
+        } else if (size - used_bytes.min(size)) as f64 > opts.repack_unused_above * size as f64 {
+            repack.push((pack, blobs));
+        } else {
+            keep.push((pack, blobs));
+        }
+    }
+    report.packs_unused = remove.len();
+    report.packs_repacked = repack.len();
+    // Blobs that stay where they are need no copy.
+    let mut placed: HashSet<Id, IdHashBuilder> = HashSet::default();
+    for (_, blobs) in &keep {
+        placed.extend(blobs.iter().map(|b| b.id));
+    }
+    let to_copy: u64 = repack
+        .iter()
+        .flat_map(|(_, b)| b.iter())
+        .filter(|b| used.contains(&b.id) && !placed.contains(&b.id))
+        .map(|b| b.length as u64)
+        .sum();
+    let kept_bytes: u64 = keep
+        .iter()
+        .map(|(p, _)| loaded.pack_sizes.get(p).copied().unwrap_or(0))
+        .sum();
+    say(&format!(
+        "{} packs: {} unused, {} to repack ({} to copy), {} kept",
+        report.packs_before,
+        remove.len(),
+        repack.len(),
+        format!("{:.1} MiB", to_copy as f64 / 1048576.0),
+        keep.len()
+    ));
+    if opts.dry_run {
+        report.bytes_copied = to_copy;
+        report.packs_after = keep.len() + (to_copy > 0) as usize;
+        report.bytes_after = kept_bytes + to_copy;
+        return Ok(report);
+    }
+
+    // 1. New packs with the used blobs of the packs being repacked.
+    let mut new_packs: Vec<(Id, Vec<PackBlob>)> = Vec::new();
+    let pack_size = repo.config().pack_size;
+    let mut builders: HashMap<BlobKind, PackBuilder> = HashMap::new();
+    let flush = |b: &mut PackBuilder, new_packs: &mut Vec<(Id, Vec<PackBlob>)>| -> Result<()> {
+        if b.is_empty() {
+            return Ok(());
+        }
+        let f = b.finish(repo.keys());
+        let id = repo.write_pack(f.kind, &f.bytes)?;
+        new_packs.push((id, f.blobs));
+        Ok(())
+    };
+    for (pack, blobs) in &repack {
+        let wanted: Vec<&PackBlob> = blobs
+            .iter()
+            .filter(|b| used.contains(&b.id) && !placed.contains(&b.id))
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let name = pack.to_hex();
+        let bytes = backend.read(Kind::Pack, &name)?;
+        for b in wanted {
+            let loc = index.get(&b.id).filter(|l| l.pack == *pack).unwrap_or(
+                crate::index::BlobLocation {
+                    pack: *pack,
+                    kind: b.kind,
+                    offset: b.offset,
+                    length: b.length,
+                    raw_length: b.raw_length,
+                },
+            );
+            let range = b.offset as usize..b.offset as usize + b.length as usize;
+            let stored = bytes.get(range).map(<[u8]>::to_vec).ok_or_else(|| {
+                Error::corrupt(
+                    format!("pack {name}"),
+                    "a blob lies past the end of the pack",
+                )
+            });
+            // Copy only blobs that verify; a damaged one is read through the replica or
+            // another pack if there is one, else prune stops before deleting anything.
+            let stored = match stored.and_then(|s| {
+                repo.decode_blob(b.kind, &b.id, &loc, s.clone()).map(|_| s)
+            }) {
+                Ok(s) => s,
+                Err(e) => {
+                    return Err(Error::Invalid(format!(
+                        "blob {} in pack {name} is damaged ({e}); prune stops before deleting anything: run `backazon check`",
+                        b.id
+                    )))
+                }
+            };
+            let builder = builders
+                .entry(b.kind)
+                .or_insert_with(|| PackBuilder::new(b.kind));
+            builder.add(b.id, b.raw_length as usize, &stored);
+            report.bytes_copied += stored.len() as u64;
+            placed.insert(b.id);
+            if builder.len() >= pack_size {
+                flush(builder, &mut new_packs)?;
+            }
+        }
+    }
+    for b in builders.values_mut() {
+        flush(b, &mut new_packs)?;
+    }
+    report.packs_written = new_packs.len();
+    say(&format!("wrote {} new packs", new_packs.len()));
+
+    // 2. The new index: every kept pack and every new one (packs are durable first).
+    backend.flush()?;
+    let mut all: Vec<(Id, Vec<PackBlob>)> = keep;
+    all.extend(new_packs);
+    let mut new_names = HashSet::new();
+    for chunk in all.chunks(opts.packs_per_index.max(1)) {
+        new_names.insert(repo.write_index(chunk)?.to_hex());
+        report.index_objects_written += 1;
+    }
+    // 3. The old index objects (a blob named by both old and new is found either way).
+    for name in old_index_objects.iter().filter(|n| !new_names.contains(*n)) {
+        match backend.remove(Kind::Index, name) {
+            Ok(()) | Err(Error::NotFound(_)) => report.index_objects_removed += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    // 4. Only now the packs: nothing in the index names them any more.
+    for p in remove.iter().chain(repack.iter().map(|(p, _)| p)) {
+        match backend.remove(Kind::Pack, &p.to_hex()) {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    report.temporary_files_removed = backend.remove_temporary(Duration::from_secs(3600))?;
+    for (_, size) in backend.list(Kind::Pack)? {
+        report.packs_after += 1;
+        report.bytes_after += size;
+    }
+    Ok(report)
+}
