@@ -18,7 +18,7 @@ use crate::{BackupArgs, Ctx, KeepArgs};
 pub enum JobCommand {
     /// Define a job (repository, password and S3 settings come from --repo,
     /// --password-file/--password-command, --replica, --s3-*)
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List the jobs
     List,
     /// Show one job as it is stored, with its state
@@ -176,7 +176,8 @@ pub fn run(ctx: &Ctx, command: JobCommand) -> Result<u8> {
     }
 }
 
-fn add(ctx: &Ctx, path: &Path, a: AddArgs) -> Result<u8> {
+fn add(ctx: &Ctx, path: &Path, a: Box<AddArgs>) -> Result<u8> {
+    let a = *a;
     let Some(repository) = ctx.global.repo.clone() else {
         bail!("no repository given: use --repo (or BACKAZON_REPOSITORY)");
     };

@@ -70,7 +70,6 @@ pub fn systemd_unit(exe: &Path, args: &[String]) -> String {
     format!(
         "[Unit]
 Description=Backazon backup daemon (runs backup jobs when they are due)
-Documentation=man:backazon(1)
 After=network-online.target
 Wants=network-online.target
 

@@ -178,11 +178,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, say: &dyn Fn(&str)) -> Resu
         .map(|(p, _)| loaded.pack_sizes.get(p).copied().unwrap_or(0))
         .sum();
     say(&format!(
-        "{} packs: {} unused, {} to repack ({} to copy), {} kept",
+        "{} packs: {} unused, {} to repack ({:.1} MiB to copy), {} kept",
         report.packs_before,
         remove.len(),
         repack.len(),
-        format!("{:.1} MiB", to_copy as f64 / 1048576.0),
+        to_copy as f64 / 1048576.0,
         keep.len()
     ));
     if opts.dry_run {
