@@ -83,9 +83,6 @@ pub struct AddArgs {
     prune_schedule: Option<String>,
     #[command(flatten)]
     keep: KeepArgs,
-    /// Windows: read the files from a Volume Shadow Copy snapshot
-    #[arg(long)]
-    use_vss: bool,
     /// Do not open the repository to check the password
     #[arg(long)]
     no_check: bool,
@@ -215,7 +212,7 @@ fn add(ctx: &Ctx, path: &Path, a: Box<AddArgs>) -> Result<u8> {
             .map(absolute)
             .transpose()?,
         password_command: ctx.global.password_command.clone(),
-        use_vss: a.use_vss,
+        use_vss: false,
         keep: a.keep.rules(),
     };
     if !a.no_check {

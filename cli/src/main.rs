@@ -174,6 +174,10 @@ enum Command {
         /// Say what would be deleted, delete nothing
         #[arg(long)]
         dry_run: bool,
+        /// Unused space to leave in packs, in percent of the data in use: packs with the
+        /// most unused space are repacked until at most this much is left
+        #[arg(long, default_value_t = 5.0)]
+        max_unused: f64,
     },
     /// Define, list, show, remove and run backup jobs
     Job {
@@ -498,7 +502,10 @@ fn run(ctx: &Ctx, command: Command) -> Result<u8> {
         } => mount::run(ctx, &mountpoint, cache_size, allow_other),
         Command::Replica { command } => run_replica(ctx, command),
         Command::Forget(args) => run_forget(ctx, &args),
-        Command::Prune { dry_run } => run_prune(ctx, dry_run),
+        Command::Prune {
+            dry_run,
+            max_unused,
+        } => run_prune(ctx, dry_run, max_unused),
         Command::Job { command } => job_cmd::run(ctx, command),
         Command::Daemon => job_cmd::daemon(ctx),
         Command::Status => job_cmd::status(ctx),
@@ -1015,20 +1022,21 @@ fn run_forget(ctx: &Ctx, args: &ForgetArgs) -> Result<u8> {
         }
     }
     if args.prune && !args.dry_run {
-        return prune_repo(ctx, &repo, false);
+        return prune_repo(ctx, &repo, false, 5.0);
     }
     Ok(if problems.is_empty() { 0 } else { EXIT_PARTIAL })
 }
 
-fn run_prune(ctx: &Ctx, dry_run: bool) -> Result<u8> {
+fn run_prune(ctx: &Ctx, dry_run: bool, max_unused: f64) -> Result<u8> {
     let repo = ctx.open()?;
-    prune_repo(ctx, &repo, dry_run)
+    prune_repo(ctx, &repo, dry_run, max_unused)
 }
 
-fn prune_repo(ctx: &Ctx, repo: &Repository, dry_run: bool) -> Result<u8> {
+fn prune_repo(ctx: &Ctx, repo: &Repository, dry_run: bool, max_unused: f64) -> Result<u8> {
     let quiet = ctx.global.quiet || ctx.global.json;
     let opts = PruneOptions {
         dry_run,
+        max_unused: max_unused / 100.0,
         ..Default::default()
     };
     let r = prune::prune(repo, &opts, &|line| {

@@ -40,7 +40,12 @@ pub fn check(repo: &Repository, read_data: bool, on_step: &dyn Fn(&str)) -> Resu
     let repo = &repo.without_cache();
     let mut report = CheckReport::default();
     // Prune deletes objects; a check running beside it would report them missing.
-    let _lock = crate::lock::lock(repo, false, "check", std::time::Duration::from_secs(60))?;
+    // A repository this user may only read (no lock can be written) is checked anyway.
+    let _lock = match crate::lock::lock(repo, false, "check", std::time::Duration::from_secs(60)) {
+        Ok(l) => Some(l),
+        Err(e @ crate::Error::Locked(_)) => return Err(e),
+        Err(_) => None,
+    };
     on_step("loading index");
     let loaded = repo.load_index()?;
     report.errors.extend(loaded.problems.iter().cloned());

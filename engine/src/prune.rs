@@ -21,8 +21,10 @@ use crate::tree::NodeKind;
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
     pub dry_run: bool,
-    /// Repack a pack when more than this share of its bytes is unused.
-    pub repack_unused_above: f64,
+    /// Unused bytes left in packs, as a share of the bytes in use: packs with the most
+    /// unused space are repacked until at most this much is left (as restic's
+    /// `--max-unused`, 5% by default).
+    pub max_unused: f64,
     /// Index objects hold at most this many packs each.
     pub packs_per_index: usize,
 }
@@ -31,7 +33,7 @@ impl Default for PruneOptions {
     fn default() -> Self {
         PruneOptions {
             dry_run: false,
-            repack_unused_above: 0.3,
+            max_unused: 0.05,
             packs_per_index: 10_000,
         }
     }
@@ -136,25 +138,71 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, say: &dyn Fn(&str)) -> Resu
     let used = used_blobs(repo, index, &roots, &mut report)?;
     report.blobs_used = used.len();
 
-    // Which packs stay as they are, which go, which are repacked.
-    let by_pack = index.blobs_by_pack();
+    // Which packs stay as they are, which go, which are repacked. A blob stored in
+    // several packs (a repack interrupted before its old packs were removed) counts as
+    // used in one of them only: its home, the fullest pack holding it.
+    let by_pack: Vec<(Id, Vec<PackBlob>)> = index
+        .blobs_by_pack()
+        .into_iter()
+        .filter(|(p, _)| loaded.pack_sizes.contains_key(p))
+        .collect();
+    let mut order: Vec<(u64, usize)> = by_pack
+        .iter()
+        .enumerate()
+        .map(|(i, (p, blobs))| {
+            let used_bytes: u64 = blobs
+                .iter()
+                .filter(|b| used.contains(&b.id))
+                .map(|b| b.length as u64)
+                .sum();
+            (used_bytes * 1000 / loaded.pack_sizes[p].max(1), i)
+        })
+        .collect();
+    order.sort_by_key(|&(share, i)| (std::cmp::Reverse(share), by_pack[i].0));
+    let mut home: HashMap<Id, Id, IdHashBuilder> = HashMap::default();
+    for &(_, i) in &order {
+        let (pack, blobs) = &by_pack[i];
+        for b in blobs {
+            if used.contains(&b.id) {
+                home.entry(b.id).or_insert(*pack);
+            }
+        }
+    }
     let mut keep: Vec<(Id, Vec<PackBlob>)> = Vec::new();
     let mut remove: Vec<Id> = Vec::new();
-    let mut repack: Vec<(Id, Vec<PackBlob>)> = Vec::new();
+    let mut partly: Vec<(u64, Id, Vec<PackBlob>)> = Vec::new();
+    let (mut used_total, mut unused_total) = (0u64, 0u64);
     for (pack, blobs) in by_pack {
-        let Some(&size) = loaded.pack_sizes.get(&pack) else {
-            continue; // named by an index, gone from storage: left out of the new index
-        };
+        let size = loaded.pack_sizes[&pack];
         report.packs_before += 1;
         report.bytes_before += size;
         let used_bytes: u64 = blobs
             .iter()
-            .filter(|b| used.contains(&b.id))
+            .filter(|b| home.get(&b.id) == Some(&pack))
             .map(|b| b.length as u64)
             .sum();
+        // The header (about 41 bytes a blob) is not waste.
+        let overhead = 64 + 41 * blobs.len() as u64;
+        let unused = size.saturating_sub(used_bytes + overhead);
         if used_bytes == 0 {
             remove.push(pack);
-        } else if (size - used_bytes.min(size)) as f64 > opts.repack_unused_above * size as f64 {
+        } else if unused == 0 {
+            used_total += used_bytes;
+            keep.push((pack, blobs));
+        } else {
+            used_total += used_bytes;
+            unused_total += unused;
+            partly.push((unused * 1000 / size.max(1), pack, blobs));
+        }
+    }
+    // The emptiest packs first, until what stays unused is within the limit.
+    partly.sort_by_key(|(share, pack, _)| (std::cmp::Reverse(*share), *pack));
+    let limit = (opts.max_unused.max(0.0) * used_total as f64) as u64;
+    let mut repack: Vec<(Id, Vec<PackBlob>)> = Vec::new();
+    for (share, pack, blobs) in partly {
+        if unused_total > limit {
+            let size = loaded.pack_sizes[&pack];
+            unused_total -= (share * size / 1000).min(unused_total);
             repack.push((pack, blobs));
         } else {
             keep.push((pack, blobs));
@@ -162,15 +210,13 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, say: &dyn Fn(&str)) -> Resu
     }
     report.packs_unused = remove.len();
     report.packs_repacked = repack.len();
-    // Blobs that stay where they are need no copy.
-    let mut placed: HashSet<Id, IdHashBuilder> = HashSet::default();
-    for (_, blobs) in &keep {
-        placed.extend(blobs.iter().map(|b| b.id));
-    }
+    // Blobs whose home is a repacked pack are copied; the others stay where they are.
     let to_copy: u64 = repack
         .iter()
-        .flat_map(|(_, b)| b.iter())
-        .filter(|b| used.contains(&b.id) && !placed.contains(&b.id))
+        .flat_map(|(p, b)| {
+            let home = &home;
+            b.iter().filter(move |b| home.get(&b.id) == Some(p))
+        })
         .map(|b| b.length as u64)
         .sum();
     let kept_bytes: u64 = keep
@@ -208,7 +254,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, say: &dyn Fn(&str)) -> Resu
     for (pack, blobs) in &repack {
         let wanted: Vec<&PackBlob> = blobs
             .iter()
-            .filter(|b| used.contains(&b.id) && !placed.contains(&b.id))
+            .filter(|b| home.get(&b.id) == Some(pack))
             .collect();
         if wanted.is_empty() {
             continue;
@@ -250,7 +296,6 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, say: &dyn Fn(&str)) -> Resu
                 .or_insert_with(|| PackBuilder::new(b.kind));
             builder.add(b.id, b.raw_length as usize, &stored);
             report.bytes_copied += stored.len() as u64;
-            placed.insert(b.id);
             if builder.len() >= pack_size {
                 flush(builder, &mut new_packs)?;
             }
