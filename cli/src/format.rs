@@ -24,6 +24,11 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// Parses `500`, `500K`, `20M`, `2G`, `1T` (powers of 1024).
+/// A size as given (for the jobs file), once [`parse_size`] accepts it.
+pub fn size_text(s: &str) -> Result<String, String> {
+    parse_size(s).map(|_| s.to_string())
+}
+
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     // `20MiB` and `20MB` mean `20M` too.

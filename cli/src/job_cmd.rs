@@ -12,7 +12,7 @@ use jiff::Timestamp;
 
 use crate::format::{bytes, local_time};
 use crate::jobs::{self, Job, LoadedJob, RunRecord, StateDir};
-use crate::{BackupArgs, Ctx, KeepArgs};
+use crate::{BackupArgs, Ctx, KeepArgs, SelectArgs};
 
 #[derive(Subcommand)]
 pub enum JobCommand {
@@ -49,21 +49,8 @@ pub struct AddArgs {
     /// A file or folder to back up (repeatable)
     #[arg(long = "path", required = true)]
     paths: Vec<PathBuf>,
-    /// Leave out paths matching this glob (repeatable)
-    #[arg(short, long)]
-    exclude: Vec<String>,
-    /// Read exclude globs from this file (repeatable)
-    #[arg(long)]
-    exclude_file: Vec<PathBuf>,
-    /// Leave out folders holding a file of this name (repeatable)
-    #[arg(long)]
-    exclude_if_present: Vec<String>,
-    /// Leave out folders holding a valid CACHEDIR.TAG
-    #[arg(long)]
-    exclude_caches: bool,
-    /// Leave out files larger than this (e.g. 500M, 2G)
-    #[arg(long)]
-    exclude_larger_than: Option<String>,
+    #[command(flatten)]
+    select: SelectArgs,
     /// Tag its snapshots (repeatable)
     #[arg(long)]
     tag: Vec<String>,
@@ -133,25 +120,22 @@ fn job_ctx(ctx: &Ctx, job: &Job) -> Ctx {
     Ctx { global: g }
 }
 
-fn backup_args(name: &str, job: &Job) -> Result<BackupArgs> {
-    Ok(BackupArgs {
+fn backup_args(name: &str, job: &Job) -> BackupArgs {
+    BackupArgs {
         paths: job.paths.clone(),
-        exclude: job.exclude.clone(),
-        exclude_file: job.exclude_file.clone(),
-        exclude_if_present: job.exclude_if_present.clone(),
-        exclude_caches: job.exclude_caches,
-        exclude_larger_than: job
-            .exclude_larger_than
-            .as_deref()
-            .map(crate::format::parse_size)
-            .transpose()
-            .map_err(anyhow::Error::msg)?,
+        select: SelectArgs {
+            exclude: job.exclude.clone(),
+            exclude_file: job.exclude_file.clone(),
+            exclude_if_present: job.exclude_if_present.clone(),
+            exclude_caches: job.exclude_caches,
+            exclude_larger_than: job.exclude_larger_than.clone(),
+        },
         tag: job.tags.clone(),
         host: job.host.clone(),
         job: Some(name.to_string()),
         compression: job.compression.unwrap_or(3),
         ..Default::default()
-    })
+    }
 }
 
 pub fn run(ctx: &Ctx, command: JobCommand) -> Result<u8> {
@@ -191,15 +175,16 @@ fn add(ctx: &Ctx, path: &Path, a: Box<AddArgs>) -> Result<u8> {
         s3_path_style: ctx.global.s3_path_style,
         s3_region: ctx.global.s3_region.clone(),
         paths: a.paths.iter().map(|p| absolute(p)).collect::<Result<_>>()?,
-        exclude: a.exclude,
+        exclude: a.select.exclude,
         exclude_file: a
+            .select
             .exclude_file
             .iter()
             .map(|p| absolute(p))
             .collect::<Result<_>>()?,
-        exclude_if_present: a.exclude_if_present,
-        exclude_caches: a.exclude_caches,
-        exclude_larger_than: a.exclude_larger_than,
+        exclude_if_present: a.select.exclude_if_present,
+        exclude_caches: a.select.exclude_caches,
+        exclude_larger_than: a.select.exclude_larger_than,
         tags: a.tag,
         host: a.host,
         compression: a.compression,
@@ -422,14 +407,35 @@ fn record(state: &StateDir, name: &str, prune: bool, rec: RunRecord) -> Result<(
     })
 }
 
-fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
+/// The start of a job's backup or prune: the job, its run lock, a log line, and the
+/// schedule slot marked covered (whatever the outcome: a failed run is retried at the
+/// next slot, not at once).
+fn begin(
+    ctx: &Ctx,
+    path: &Path,
+    r: &RunArgs,
+    what: &str,
+) -> Result<(LoadedJob, StateDir, jobs::JobLock, Timestamp)> {
     let jobs = jobs::load(path)?;
     let j = jobs.get(&r.name)?.clone();
     let state = state_dir(ctx);
-    let _lock = state.lock_job(&r.name)?;
+    let lock = state.lock_job(&r.name)?;
     let started = Timestamp::now();
     let slot = r.slot.unwrap_or(started);
-    state.log(&format!("job {}: backup started ({})", r.name, r.trigger));
+    state.log(&format!("job {}: {what} started ({})", r.name, r.trigger));
+    state.update(&r.name, |s| {
+        let covered = if what == "prune" {
+            &mut s.prune_slot
+        } else {
+            &mut s.last_slot
+        };
+        *covered = Some(covered.map_or(slot, |l| l.max(slot)));
+    })?;
+    Ok((j, state, lock, started))
+}
+
+fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
+    let (j, state, _lock, started) = begin(ctx, path, r, "backup")?;
     let mut rec = RunRecord {
         started: started.to_string(),
         result: "running".into(),
@@ -438,12 +444,8 @@ fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
         ..Default::default()
     };
     record(&state, &r.name, false, rec.clone())?;
-    // The slot is covered whatever the outcome: a failed run is retried at the next one.
-    state.update(&r.name, |s| {
-        s.last_slot = Some(s.last_slot.map_or(slot, |l| l.max(slot)));
-    })?;
     let jctx = job_ctx(ctx, &j.job);
-    let outcome = backup_args(&r.name, &j.job).and_then(|args| crate::run_backup(&jctx, args));
+    let outcome = crate::run_backup(&jctx, backup_args(&r.name, &j.job));
     rec.finished = Some(Timestamp::now().to_string());
     let code = match &outcome {
         Ok((code, snap)) => {
@@ -511,16 +513,7 @@ fn apply_retention(ctx: &Ctx, name: &str, j: &LoadedJob) -> Result<(usize, usize
 }
 
 fn prune_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
-    let jobs = jobs::load(path)?;
-    let j = jobs.get(&r.name)?.clone();
-    let state = state_dir(ctx);
-    let _lock = state.lock_job(&r.name)?;
-    let started = Timestamp::now();
-    let slot = r.slot.unwrap_or(started);
-    state.log(&format!("job {}: prune started ({})", r.name, r.trigger));
-    state.update(&r.name, |s| {
-        s.prune_slot = Some(s.prune_slot.map_or(slot, |l| l.max(slot)));
-    })?;
+    let (j, state, _lock, started) = begin(ctx, path, r, "prune")?;
     let jctx = job_ctx(ctx, &j.job);
     let mut rec = RunRecord {
         started: started.to_string(),

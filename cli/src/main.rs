@@ -290,11 +290,9 @@ struct ForgetArgs {
     prune: bool,
 }
 
-#[derive(Args, Default)]
-pub(crate) struct BackupArgs {
-    /// Files and folders to back up
-    #[arg(required = true)]
-    paths: Vec<PathBuf>,
+/// What a backup leaves out: the same options for `backup` and `job add`.
+#[derive(Args, Clone, Default)]
+pub(crate) struct SelectArgs {
     /// Leave out paths matching this glob (repeatable)
     #[arg(short, long)]
     exclude: Vec<String>,
@@ -308,8 +306,17 @@ pub(crate) struct BackupArgs {
     #[arg(long)]
     exclude_caches: bool,
     /// Leave out files larger than this (e.g. 500M, 2G)
-    #[arg(long, value_parser = format::parse_size)]
-    exclude_larger_than: Option<u64>,
+    #[arg(long, value_parser = format::size_text)]
+    exclude_larger_than: Option<String>,
+}
+
+#[derive(Args, Default)]
+pub(crate) struct BackupArgs {
+    /// Files and folders to back up
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    select: SelectArgs,
     /// Tag the snapshot (repeatable)
     #[arg(long)]
     tag: Vec<String>,
@@ -547,8 +554,9 @@ fn run_backup(ctx: &Ctx, args: BackupArgs) -> Result<(u8, SnapshotEntry)> {
     repo.compression = Compression {
         level: args.compression,
     };
-    let mut globs = args.exclude.clone();
-    for f in &args.exclude_file {
+    let sel = &args.select;
+    let mut globs = sel.exclude.clone();
+    for f in &sel.exclude_file {
         let text = std::fs::read_to_string(f)
             .with_context(|| format!("reading exclude file {}", f.display()))?;
         globs.extend(
@@ -561,9 +569,14 @@ fn run_backup(ctx: &Ctx, args: BackupArgs) -> Result<(u8, SnapshotEntry)> {
     let mut opts = BackupOptions::new(args.paths.clone());
     opts.selection = Selection {
         excludes: patterns(&globs)?,
-        exclude_if_present: args.exclude_if_present.clone(),
-        exclude_caches: args.exclude_caches,
-        exclude_larger_than: args.exclude_larger_than,
+        exclude_if_present: sel.exclude_if_present.clone(),
+        exclude_caches: sel.exclude_caches,
+        exclude_larger_than: sel
+            .exclude_larger_than
+            .as_deref()
+            .map(format::parse_size)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
     };
     opts.tags = args.tag.clone();
     opts.job = args.job.clone();

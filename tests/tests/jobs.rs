@@ -118,7 +118,13 @@ fn daemon_runs_due_jobs_reloads_its_file_and_survives_a_broken_job() {
     let env = Env::init("daemon");
     let src = env.dir.join("src");
     generate_tree(&src, 3, 1 << 20);
-    add_job(&env, "docs", &src, "*/2 * * * * *", &["--keep-last", "3"]);
+    add_job(
+        &env,
+        "docs",
+        &src,
+        "*/2 * * * * *",
+        &["--keep-last", "3", "--prune-schedule", "*/3 * * * * *"],
+    );
     // A job whose repository does not exist fails at every slot, and only itself.
     let pw = password_file(&env);
     let missing = env.dir.join("no-such-repo");
@@ -153,6 +159,10 @@ fn daemon_runs_due_jobs_reloads_its_file_and_survives_a_broken_job() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(snapshots(&env, Some("docs")).len() <= 3);
     assert!(log(&env).contains("retention kept"), "{}", log(&env));
+    // Prune runs on its own schedule (never beside the job's own backup).
+    wait_until("a scheduled prune", Duration::from_secs(30), || {
+        job_state(&env, "docs")["last_prune"]["result"] == "success"
+    });
 
     // A job added to the file while the daemon runs is picked up without a restart.
     let other = env.dir.join("other");
