@@ -209,3 +209,59 @@ fn the_endpoint_can_come_from_the_aws_environment() {
     let list = env.run(&["snapshots", "--json"]).ok().json();
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn forget_and_prune_in_s3_keep_every_kept_byte_and_respect_locks() {
+    let env = Env::init_s3("s3-prune");
+    let src = env.dir.join("src");
+    let mut rng = Rng::new(21);
+    std::fs::create_dir_all(&src).unwrap();
+    let mut states = Vec::new();
+    for g in 0..4 {
+        for i in 0..6 {
+            if g == 0 || i % 3 == g % 3 {
+                write(&src.join(format!("f{i}.bin")), &rng.noise(3 << 20));
+            }
+        }
+        env.backup(&[&src], &["--job", "s3"]);
+        let copy = env.dir.join(format!("state{g}"));
+        assert!(std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&src)
+            .arg(&copy)
+            .status()
+            .unwrap()
+            .success());
+        states.push(copy);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A live lock held by a running process (this test's) keeps prune away.
+    let repo = env.open();
+    let held = backazon_engine::lock::lock(&repo, false, "backup", Duration::ZERO).unwrap();
+    let refused = env.run(&["prune"]);
+    assert_eq!(refused.code, 11, "{}", refused.stderr);
+    assert!(refused.stderr.contains("locked"), "{}", refused.stderr);
+    drop(held);
+
+    env.run(&["forget", "--job", "s3", "--keep-last", "2"]).ok();
+    let p = env.run(&["prune", "--json"]).ok().json();
+    assert!(
+        p["bytes_after"].as_u64().unwrap() < p["bytes_before"].as_u64().unwrap(),
+        "{p}"
+    );
+    env.run(&["check", "--read-data"]).ok();
+    let snaps = env.run(&["snapshots", "--json"]).ok().json();
+    let snaps = snaps.as_array().unwrap();
+    assert_eq!(snaps.len(), 2);
+    for (i, s) in snaps.iter().enumerate() {
+        let target = env.dir.join(format!("restore{i}"));
+        env.restore(s["id"].as_str().unwrap(), &target, &[]).ok();
+        assert_diff_clean(&states[2 + i], &in_snapshot(&target, &src));
+    }
+    // No lock objects are left behind.
+    let backend = backend_of(&env.repo.to_string_lossy());
+    assert!(backend
+        .list(backazon_engine::Kind::Lock)
+        .unwrap()
+        .is_empty());
+}
