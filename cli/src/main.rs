@@ -161,6 +161,10 @@ enum Command {
         /// Let other users see the drive (needs user_allow_other in /etc/fuse.conf)
         #[arg(long)]
         allow_other: bool,
+        /// Let the drive's threads run on any CPU, instead of on the CPU of the one
+        /// program reading it (Linux)
+        #[arg(long)]
+        no_follow_reader: bool,
     },
     /// Compare the repository with its replica (--replica), or copy what one side lacks
     Replica {
@@ -506,7 +510,8 @@ fn run(ctx: &Ctx, command: Command) -> Result<u8> {
             mountpoint,
             cache_size,
             allow_other,
-        } => mount::run(ctx, &mountpoint, cache_size, allow_other),
+            no_follow_reader,
+        } => mount::run(ctx, &mountpoint, cache_size, allow_other, !no_follow_reader),
         Command::Replica { command } => run_replica(ctx, command),
         Command::Forget(args) => run_forget(ctx, &args),
         Command::Prune {

@@ -10,7 +10,13 @@ use backazon_fs::{Options, SnapshotFs};
 
 use crate::Ctx;
 
-pub fn run(ctx: &Ctx, mountpoint: &Path, cache_size: u64, allow_other: bool) -> Result<u8> {
+pub fn run(
+    ctx: &Ctx,
+    mountpoint: &Path,
+    cache_size: u64,
+    allow_other: bool,
+    follow_reader: bool,
+) -> Result<u8> {
     // A stale or missing mount point is reported before the password is asked for.
     #[cfg(unix)]
     backazon_fs::fuse::check_mountpoint(mountpoint).map_err(|e| anyhow!(e))?;
@@ -34,6 +40,7 @@ pub fn run(ctx: &Ctx, mountpoint: &Path, cache_size: u64, allow_other: bool) -> 
             mountpoint,
             &backazon_fs::fuse::MountOptions {
                 allow_other,
+                follow_reader,
                 ..Default::default()
             },
         )
@@ -63,7 +70,7 @@ pub fn run(ctx: &Ctx, mountpoint: &Path, cache_size: u64, allow_other: bool) -> 
     #[cfg(windows)]
     {
         let fs = SnapshotFs::new(repo, opts)?;
-        let _ = allow_other;
+        let _ = (allow_other, follow_reader);
         backazon_fs::winfsp::serve(fs, mountpoint).map_err(|e| anyhow!(e))?;
         Ok(0)
     }

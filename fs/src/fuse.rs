@@ -25,6 +25,9 @@ pub struct MountOptions {
     pub threads: usize,
     /// Let other users see the drive (needs `user_allow_other` in /etc/fuse.conf unless root).
     pub allow_other: bool,
+    /// Keep each thread on the CPU of the one program it answers (Linux; see
+    /// `reader_cpu`).
+    pub follow_reader: bool,
 }
 
 impl Default for MountOptions {
@@ -33,6 +36,7 @@ impl Default for MountOptions {
             // Requests are short; more threads than cores only add context switches.
             threads: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
             allow_other: false,
+            follow_reader: true,
         }
     }
 }
@@ -44,6 +48,7 @@ struct Adapter {
     /// The kernel lists folders without `opendir`/`releasedir` round trips, caching
     /// listings until a folder's mtime changes.
     no_opendir: AtomicBool,
+    follow_reader: bool,
 }
 
 fn errno(e: FsError) -> Errno {
@@ -101,6 +106,14 @@ fn file_attr(a: &Attr) -> FileAttr {
 }
 
 impl Adapter {
+    /// Every request that a program waits for (lookups, listings, reads) comes here.
+    fn asked_by(&self, _req: &Request) {
+        #[cfg(target_os = "linux")]
+        if self.follow_reader {
+            crate::reader_cpu::note_request(_req.pid());
+        }
+    }
+
     fn entry(&self, r: Result<Attr, FsError>, reply: ReplyEntry) {
         match r {
             Ok(a) => reply.entry(&self.fs.ttl(&a), &file_attr(&a), Generation(0)),
@@ -130,10 +143,12 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.asked_by(_req);
         self.entry(self.fs.lookup(parent.0, name.as_bytes()), reply);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.asked_by(_req);
         match self.fs.getattr(ino.0) {
             Ok(a) => reply.attr(&self.fs.ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
@@ -141,6 +156,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.asked_by(_req);
         match self.fs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(e)),
@@ -148,6 +164,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.asked_by(_req);
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return reply.error(Errno::EROFS);
         }
@@ -174,6 +191,7 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
+        self.asked_by(_req);
         let r = if fh.0 == 0 {
             self.fs.read_ino(ino.0, offset, size)
         } else {
@@ -200,6 +218,7 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.asked_by(_req);
         if self.no_opendir.load(Relaxed) {
             return reply.error(Errno::ENOSYS);
         }
@@ -220,6 +239,7 @@ impl fuser::Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.asked_by(_req);
         // Offsets: 1 after ".", 2 after "..", 2 + n after the view's n-th entry.
         let mut offset = offset;
         if offset == 0 {
@@ -259,6 +279,7 @@ impl fuser::Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        self.asked_by(_req);
         let mut offset = offset;
         let dots = [(".", ino.0), ("..", self.fs.parent(ino.0).unwrap_or(ino.0))];
         for (i, (dot, at)) in dots.into_iter().enumerate() {
@@ -624,6 +645,7 @@ pub fn mount(fs: SnapshotFs, mountpoint: &Path, opts: &MountOptions) -> Result<M
             fs,
             no_open: AtomicBool::new(false),
             no_opendir: AtomicBool::new(false),
+            follow_reader: opts.follow_reader,
         },
         mountpoint,
         &config,
