@@ -73,6 +73,10 @@ pub struct AddArgs {
     /// Do not open the repository to check the password
     #[arg(long)]
     no_check: bool,
+    /// Windows: read the files from a Volume Shadow Copy made for each run (the daemon
+    /// must run as an administrator)
+    #[arg(long)]
+    vss: bool,
 }
 
 pub fn config_path(ctx: &Ctx) -> PathBuf {
@@ -134,6 +138,7 @@ fn backup_args(name: &str, job: &Job) -> BackupArgs {
         host: job.host.clone(),
         job: Some(name.to_string()),
         compression: job.compression.unwrap_or(3),
+        vss: job.use_vss,
         ..Default::default()
     }
 }
@@ -197,7 +202,7 @@ fn add(ctx: &Ctx, path: &Path, a: Box<AddArgs>) -> Result<u8> {
             .map(absolute)
             .transpose()?,
         password_command: ctx.global.password_command.clone(),
-        use_vss: false,
+        use_vss: a.vss,
         keep: a.keep.rules(),
     };
     if !a.no_check {

@@ -19,6 +19,7 @@ mod mount;
 mod password;
 mod schedule;
 mod service;
+mod vss;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -342,6 +343,10 @@ pub(crate) struct BackupArgs {
     /// Files read and compressed at once [default: number of cores]
     #[arg(long)]
     threads: Option<usize>,
+    /// Windows: read the files from a Volume Shadow Copy made for this run, so files held
+    /// open by other programs are read whole and consistent (needs administrator rights)
+    #[arg(long)]
+    vss: bool,
 }
 
 pub(crate) struct Ctx {
@@ -555,6 +560,13 @@ fn patterns(globs: &[String]) -> Result<Vec<Pattern>> {
 }
 
 fn run_backup(ctx: &Ctx, args: BackupArgs) -> Result<(u8, SnapshotEntry)> {
+    #[cfg(not(windows))]
+    if args.vss {
+        bail!(
+            "--vss: Volume Shadow Copies exist only on Windows; here a file that changes \
+             while it is read is recorded in the snapshot summary (files_changed_during_read)"
+        );
+    }
     let mut repo = ctx.open()?;
     repo.compression = Compression {
         level: args.compression,
@@ -622,6 +634,15 @@ fn run_backup(ctx: &Ctx, args: BackupArgs) -> Result<(u8, SnapshotEntry)> {
             )
         })
     });
+    // Held until the backup is done: dropping it releases the shadow copies.
+    #[cfg(windows)]
+    let _shadows = if args.vss {
+        let s = vss::ShadowCopies::create(&opts.paths)?;
+        opts.source = s.source_map();
+        Some(s)
+    } else {
+        None
+    };
     let result = backup::backup(&repo, &opts, &progress);
     drop(ticker);
     let result = result?;

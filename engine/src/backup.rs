@@ -7,6 +7,7 @@
 //! Write order (docs/FORMAT.md, "Crash safety"): packs, then index objects naming
 //! them, then the snapshot naming the root tree.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -52,9 +53,37 @@ pub enum ParentChoice {
     Given(Id),
 }
 
+/// Where files are read from when that is not where they are recorded: a frozen copy of
+/// a volume (a Windows shadow copy, an LVM, btrfs or ZFS snapshot) is read in place of
+/// the live folders, while the snapshot records the live paths, so that it restores and
+/// mounts as if the live folders had been read, and the next run compares with it.
+#[derive(Clone, Debug, Default)]
+pub struct SourceMap {
+    /// (recorded prefix, read prefix); the longest recorded prefix that matches wins.
+    pub views: Vec<(PathBuf, PathBuf)>,
+}
+
+impl SourceMap {
+    /// The path to read for a recorded path (itself when no view covers it).
+    pub fn read_path<'p>(&self, recorded: &'p Path) -> Cow<'p, Path> {
+        let best = self
+            .views
+            .iter()
+            .filter_map(|(rec, read)| Some((rec, read, recorded.strip_prefix(rec).ok()?)))
+            .max_by_key(|(rec, _, _)| rec.as_os_str().len());
+        match best {
+            Some((_, read, rest)) if rest.as_os_str().is_empty() => Cow::Owned(read.clone()),
+            Some((_, read, rest)) => Cow::Owned(read.join(rest)),
+            None => Cow::Borrowed(recorded),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
+    /// Read the paths from elsewhere (a frozen copy) while recording them as they are.
+    pub source: SourceMap,
     pub selection: Selection,
     pub tags: Vec<String>,
     pub hostname: String,
@@ -76,6 +105,7 @@ impl BackupOptions {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         BackupOptions {
             paths,
+            source: SourceMap::default(),
             selection: Selection::default(),
             tags: Vec::new(),
             hostname: crate::sys::hostname(),
@@ -153,6 +183,7 @@ struct Shared<'a> {
     error_messages: Mutex<Vec<String>>,
     chunker: Chunker,
     selection: &'a Selection,
+    source: &'a SourceMap,
 }
 
 const MAX_ERROR_MESSAGES: usize = 100;
@@ -371,6 +402,7 @@ impl Walker<'_, '_> {
 
     fn excluded_dir(&self, path: &Path) -> bool {
         let sel = self.shared.selection;
+        let path = self.shared.source.read_path(path);
         if sel
             .exclude_if_present
             .iter()
@@ -491,7 +523,7 @@ impl Walker<'_, '_> {
                 })
             }
             NodeKind::Symlink => {
-                match fs::read_link(path) {
+                match fs::read_link(sh.source.read_path(path)) {
                     Ok(t) => node.target = Some(Name(t.as_os_str().as_bytes().to_vec())),
                     Err(e) => {
                         sh.warn(format!("{}: reading link: {e} (skipped)", path.display()));
@@ -506,7 +538,7 @@ impl Walker<'_, '_> {
 
     fn walk_dir(&mut self, path: &Path, parent: Option<&Tree>) -> u64 {
         // DirEntry::metadata stats relative to the open folder: no walk of the whole path.
-        let mut names: Vec<_> = match fs::read_dir(path) {
+        let mut names: Vec<_> = match fs::read_dir(self.shared.source.read_path(path)) {
             Ok(rd) => rd
                 .filter_map(|e| match e {
                     Ok(e) => Some((e.file_name(), e.metadata())),
@@ -546,7 +578,7 @@ impl Walker<'_, '_> {
             let name = OsStr::from_bytes(name);
             let old = parent.and_then(|t| t.find(name.as_bytes()));
             let child_path = path.join(name);
-            let md = fs::symlink_metadata(&child_path);
+            let md = fs::symlink_metadata(self.shared.source.read_path(&child_path));
             if let Some(p) = self.entry(&child_path, name, md, old, Some(child)) {
                 entries.push(p);
             }
@@ -560,7 +592,7 @@ fn back_up_file(sh: &Shared, job: &FileJob, scratch: &mut Vec<u8>) -> Option<Nod
     let path = &job.path;
     let mut node = job.node.clone();
     *sh.progress.current.lock().unwrap() = path.clone();
-    let mut file = match open_for_backup(path) {
+    let mut file = match open_for_backup(&sh.source.read_path(path)) {
         Ok(f) => f,
         Err(e) => {
             sh.warn(format!("{}: {e} (skipped)", path.display()));
@@ -721,7 +753,7 @@ pub fn backup(
     let mut paths = Vec::new();
     for p in &opts.paths {
         let abs = normalise(p)?;
-        if fs::symlink_metadata(&abs).is_err() {
+        if fs::symlink_metadata(opts.source.read_path(&abs)).is_err() {
             return Err(Error::NotFound(format!(
                 "{}: no such file or directory",
                 p.display()
@@ -779,6 +811,7 @@ pub fn backup(
         error_messages: Mutex::new(Vec::new()),
         chunker: Chunker::new(repo.keys().chunker_seed, repo.config().chunker),
         selection: &opts.selection,
+        source: &opts.source,
     };
     let pending_index = Mutex::new(PendingIndex {
         packs: Vec::new(),
@@ -922,4 +955,90 @@ pub fn backup(
         snapshot: SnapshotEntry { id, snapshot },
         index_problems: loaded.problems,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::{restore, RestoreOptions, RestoreProgress};
+    use crate::LocalBackend;
+    use std::sync::Arc;
+
+    #[test]
+    fn source_map_picks_the_longest_prefix() {
+        let map = SourceMap {
+            views: vec![
+                ("/data".into(), "/snap/data".into()),
+                ("/data/deep".into(), "/other".into()),
+            ],
+        };
+        assert_eq!(map.read_path(Path::new("/data")), Path::new("/snap/data"));
+        assert_eq!(
+            map.read_path(Path::new("/data/a/b")),
+            Path::new("/snap/data/a/b")
+        );
+        assert_eq!(
+            map.read_path(Path::new("/data/deep/x")),
+            Path::new("/other/x")
+        );
+        assert_eq!(
+            map.read_path(Path::new("/database")),
+            Path::new("/database")
+        );
+        assert_eq!(map.read_path(Path::new("/home")), Path::new("/home"));
+    }
+
+    /// A frozen copy read in place of the live folder: the snapshot holds the frozen
+    /// bytes under the live path, and the next run compares with the live path.
+    #[test]
+    fn files_are_read_from_the_frozen_copy_and_recorded_at_the_live_path() {
+        let dir = std::env::temp_dir().join(format!("bz-source-map-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let live = dir.join("live");
+        let frozen = dir.join("frozen");
+        for (root, text) in [(&live, "changed after the copy"), (&frozen, "as frozen")] {
+            fs::create_dir_all(root.join("sub")).unwrap();
+            fs::write(root.join("sub/ledger.qbw"), text).unwrap();
+            fs::write(root.join("same.txt"), "same").unwrap();
+        }
+        fs::write(frozen.join("only-in-copy.txt"), "copy").unwrap();
+        std::os::unix::fs::symlink("sub/ledger.qbw", frozen.join("link")).unwrap();
+        let repo_dir = dir.join("repo");
+        Repository::init(Arc::new(LocalBackend::new(&repo_dir)), b"pw", 1 << 20).unwrap();
+        let repo = Repository::open(Arc::new(LocalBackend::new(&repo_dir)), b"pw").unwrap();
+
+        let mut opts = BackupOptions::new(vec![live.clone()]);
+        opts.source = SourceMap {
+            views: vec![(live.clone(), frozen.clone())],
+        };
+        opts.parent = ParentChoice::None;
+        let r = backup(&repo, &opts, &BackupProgress::new(|_| {})).unwrap();
+        let snap = repo.find_snapshot(&r.snapshot.id.to_hex()).unwrap();
+        assert_eq!(
+            snap.snapshot.paths,
+            vec![live.to_string_lossy().to_string()]
+        );
+
+        let index = repo.load_index().unwrap().index;
+        let target = dir.join("restored");
+        let live_in_snapshot = live.to_string_lossy().to_string();
+        restore(
+            &repo,
+            &index,
+            &snap.snapshot.tree,
+            &live_in_snapshot,
+            &RestoreOptions::new(target.clone()),
+            &RestoreProgress::new(|_| {}),
+        )
+        .unwrap();
+        let got = |p: &str| fs::read_to_string(target.join(p)).unwrap();
+        assert_eq!(got("sub/ledger.qbw"), "as frozen");
+        assert_eq!(got("only-in-copy.txt"), "copy");
+        assert_eq!(got("same.txt"), "same");
+        assert_eq!(
+            fs::read_link(target.join("link")).unwrap(),
+            Path::new("sub/ledger.qbw")
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

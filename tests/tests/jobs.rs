@@ -615,6 +615,19 @@ fn jobs_file_errors_name_line_and_key_and_the_service_unit_is_valid() {
         "{}",
         r.stderr
     );
+    // Shadow copies are Windows-only: refused here by name, not silently skipped.
+    fs::write(
+        &path,
+        "[jobs.docs]\nrepository = \"/r\"\npaths = [\"/p\"]\npassword_file = \"/pw\"\nuse_vss = true\n",
+    )
+    .unwrap();
+    let r = env.run(&["job", "list"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("jobs.docs.use_vss") && r.stderr.contains("only on Windows"),
+        "{}",
+        r.stderr
+    );
     fs::remove_file(&path).unwrap();
 
     let r = env.run(&["service", "install", "--no-start"]).ok();
