@@ -3,6 +3,7 @@
 //! in order before the kernel asks for them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -71,6 +72,16 @@ impl ChunkCache {
     /// The chunk `id`, from the cache or from `load` (called once however many threads
     /// ask at the same time).
     pub fn get(&self, id: &Id, load: impl FnOnce() -> Loaded) -> Loaded {
+        self.get_or_load(id, load, true)
+    }
+
+    /// [`ChunkCache::get`], without keeping what this call loads (readers asking at the
+    /// same time still share it): for chunks handed on elsewhere, such as the OS's cache.
+    pub fn get_passing(&self, id: &Id, load: impl FnOnce() -> Loaded) -> Loaded {
+        self.get_or_load(id, load, false)
+    }
+
+    fn get_or_load(&self, id: &Id, load: impl FnOnce() -> Loaded, keep: bool) -> Loaded {
         if let Some(c) = self.cached(id) {
             return Ok(c);
         }
@@ -91,7 +102,7 @@ impl ChunkCache {
         };
         if mine {
             let result = load();
-            if let Ok(c) = &result {
+            if let (Ok(c), true) = (&result, keep) {
                 self.insert(*id, c.clone());
             }
             *flight.result.lock().unwrap() = Some(result.clone());
@@ -111,17 +122,21 @@ impl ChunkCache {
 /// full, read-ahead is skipped.
 pub struct Prefetcher<J> {
     tx: SyncSender<Vec<J>>,
+    /// Batches queued and not yet done.
+    pending: Arc<AtomicUsize>,
 }
 
 impl<J: Send + 'static> Prefetcher<J> {
     /// Starts `threads` threads that call `load` for each queued item. They stop when
     /// the prefetcher is dropped.
     pub fn start(threads: usize, load: Arc<dyn Fn(J) + Send + Sync>) -> Prefetcher<J> {
-        let (tx, rx) = sync_channel::<Vec<J>>(32);
+        let (tx, rx) = sync_channel::<Vec<J>>(8192);
         let rx = Arc::new(Mutex::new(rx));
+        let pending = Arc::new(AtomicUsize::new(0));
         for i in 0..threads.max(1) {
             let rx: Arc<Mutex<Receiver<Vec<J>>>> = rx.clone();
             let load = load.clone();
+            let pending = pending.clone();
             std::thread::Builder::new()
                 .name(format!("read-ahead-{i}"))
                 .spawn(move || loop {
@@ -132,18 +147,28 @@ impl<J: Send + 'static> Prefetcher<J> {
                     for id in ids {
                         load(id);
                     }
+                    pending.fetch_sub(1, Ordering::SeqCst);
                 })
                 .expect("starting a read-ahead thread");
         }
-        Prefetcher { tx }
+        Prefetcher { tx, pending }
+    }
+
+    /// Nothing queued or being loaded.
+    pub fn idle(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) == 0
     }
 
     pub fn queue(&self, ids: Vec<J>) {
         if ids.is_empty() {
             return;
         }
+        self.pending.fetch_add(1, Ordering::SeqCst);
         match self.tx.try_send(ids) {
-            Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+            }
         }
     }
 }
@@ -151,7 +176,6 @@ impl<J: Send + 'static> Prefetcher<J> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn bounded_and_loaded_once() {

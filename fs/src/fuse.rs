@@ -8,6 +8,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -132,8 +133,10 @@ impl fuser::Filesystem for Adapter {
         // many small files are dominated by round trips, not by data.
         let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // Every listing with attributes, not only its first page ("auto"): the kernel
+        // then knows every listed file's inode, which pushed read-ahead needs (see
+        // `mount`), and `cat` or `cp` of a big folder's later files needs no lookups.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
-        let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
         let caps = config.capabilities();
         self.no_open
             .store(caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT), Relaxed);
@@ -640,6 +643,7 @@ pub fn mount(fs: SnapshotFs, mountpoint: &Path, opts: &MountOptions) -> Result<M
     }
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
+    let slot = fs.push_slot();
     let session = fuser::spawn_mount2(
         Adapter {
             fs,
@@ -651,6 +655,13 @@ pub fn mount(fs: SnapshotFs, mountpoint: &Path, opts: &MountOptions) -> Result<M
         &config,
     )
     .map_err(|e| format!("cannot mount at {}: {e}", mountpoint.display()))?;
+    // Read-ahead of a folder's next files puts them straight into the kernel's page
+    // cache (a "store" notification): `cp -r` or `cat *` then read them without a round
+    // trip each. A file the kernel has not looked up yet is skipped by the kernel.
+    let notifier = session.notifier();
+    slot.set(Arc::new(move |ino, offset, bytes: &[u8]| {
+        notifier.store(INodeNo(ino), offset, bytes).is_ok()
+    }));
     let mounted = Mounted {
         session: Some(session),
         mountpoint: mountpoint.to_path_buf(),

@@ -17,12 +17,13 @@ pub mod layout;
 pub mod fuse;
 #[cfg(target_os = "linux")]
 mod reader_cpu;
+mod walk;
 #[cfg(windows)]
 pub mod winfsp;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use backazon_engine::id::IdHashBuilder;
@@ -167,11 +168,12 @@ struct DirRec {
     len: u64,
     /// The snapshot folder this folder is in (hard links are one inode within it).
     root: Ino,
-    /// 1 + the place of the file whose reading from the start began last, to tell a
-    /// program reading the folder's files one after another (`cp -r`, `tar`, `cat *`).
-    next_expected: AtomicU64,
-    /// Files up to this place were queued for read-ahead already.
-    queued_until: AtomicU64,
+    /// The place of the file whose reading from the start began last (`u64::MAX`: none
+    /// yet), to tell a program reading the folder's files one after another (`cp -r`,
+    /// `tar`, `cat *`).
+    last_started: AtomicU64,
+    /// Listed by the adapter: the OS knows its entries' inodes (see [`Pusher`]).
+    listed: std::sync::atomic::AtomicBool,
 }
 
 /// An open file: its chunks and where each starts.
@@ -210,6 +212,10 @@ struct Inner {
     trees: Mutex<TreeCache>,
     chunks: ChunkCache,
     handles: DashMap<u64, Arc<OpenFile>>,
+    /// Hands file contents to the OS's cache ahead of reads, when the adapter can.
+    pusher: Arc<OnceLock<Pusher>>,
+    /// Programs reading files in the order of a walk of the tree, followed.
+    walks: Mutex<walk::Walks>,
     /// Chunk lists of files read without a handle, most recent first.
     files: Mutex<LruCache<Ino, Arc<OpenFile>>>,
     next_fh: AtomicU64,
@@ -222,11 +228,29 @@ pub struct SnapshotFs {
 }
 
 /// What the read-ahead threads load.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Ahead {
     Chunk(Id),
     /// A folder's tree, and the inode of its parent (for messages).
     Tree(Id, Ino),
+    /// A whole file (its inode, and its place in a folder's tree), decoded and handed to
+    /// the OS's cache through the [`Pusher`].
+    Push(Ino, Arc<Tree>, usize),
+}
+
+/// Gives `bytes` of file `ino` from `offset` to the OS's page cache, so that a program
+/// reading the file finds them there without asking; false when the OS refused. The FUSE
+/// adapter sets one (the kernel's "store" notification).
+pub type Pusher = Arc<dyn Fn(Ino, u64, &[u8]) -> bool + Send + Sync>;
+
+/// Where an adapter puts its [`Pusher`] once it has one (after mounting).
+#[derive(Clone)]
+pub struct PushSlot(Arc<OnceLock<Pusher>>);
+
+impl PushSlot {
+    pub fn set(&self, p: Pusher) {
+        let _ = self.0.set(p);
+    }
 }
 
 fn cores() -> usize {
@@ -274,6 +298,8 @@ impl SnapshotFs {
                 bytes: 0,
             }),
             handles: DashMap::new(),
+            pusher: Arc::new(OnceLock::new()),
+            walks: Mutex::new(walk::Walks::new((opts.chunk_cache_bytes / 2) as u64)),
             files: Mutex::new(LruCache::new(
                 std::num::NonZeroUsize::new(1024).expect("non-zero"),
             )),
@@ -292,6 +318,12 @@ impl SnapshotFs {
                         }
                         Ahead::Tree(id, at) => {
                             let _ = inner.tree(&id, at);
+                        }
+                        Ahead::Push(ino, tree, i) => {
+                            // Not when its reader got there first (and read it).
+                            if inner.walks.lock().unwrap().known(ino) {
+                                inner.push_file(ino, &tree.nodes[i]);
+                            }
                         }
                     }
                 }
@@ -312,6 +344,11 @@ impl SnapshotFs {
 
     pub fn getattr(&self, ino: Ino) -> FsResult<Attr> {
         self.inner.getattr(ino)
+    }
+
+    /// Where the adapter may put a [`Pusher`]; without one, read-ahead only decodes.
+    pub fn push_slot(&self) -> PushSlot {
+        PushSlot(self.inner.pusher.clone())
     }
 
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> FsResult<Attr> {
@@ -412,9 +449,7 @@ impl SnapshotFs {
         let end = size_total.min(offset + size as u64);
         // The chunk holding `offset`: the last one starting at or before it.
         let mut i = file.starts.partition_point(|&s| s <= offset) - 1;
-        if offset == 0 {
-            self.read_ahead_files(file.ino);
-        }
+        self.follow_walk(file.ino, offset);
         let sequential = file.last_end.swap(end, Relaxed) == offset;
         if sequential {
             // Keep the next chunks queued, each once.
@@ -460,41 +495,97 @@ impl SnapshotFs {
         Ok(Data::Owned(out))
     }
 
-    /// When the files of a folder are being read one after another, loads the chunks
-    /// of the next few before they are asked for: each small file is otherwise one round
-    /// trip through the kernel, decoded while the reader waits.
-    fn read_ahead_files(&self, ino: Ino) {
-        let Ok((dir, rec, i)) = self.inner.block_of(ino) else {
-            return;
-        };
-        if rec.next_expected.swap(i as u64 + 1, Relaxed) != i as u64 {
-            return;
-        }
-        let Ok(tree) = self.inner.tree(&rec.tree, dir) else {
-            return;
-        };
-        // A window of files ahead; each read queues only what the window gained.
-        let window = self.inner.opts.read_ahead_chunks * 2;
-        let end = (i + 1 + window).min(tree.nodes.len());
-        let from = (rec.queued_until.swap(end as u64, Relaxed) as usize).clamp(i + 1, end);
-        let mut budget = self.inner.opts.chunk_cache_bytes / 8;
-        let mut ids = Vec::new();
-        for n in &tree.nodes[from..end] {
-            if n.kind != NodeKind::File || n.size == 0 {
-                continue;
+    /// A program reading files one after another in the order of a walk of the tree
+    /// (see `walk`) has the next ones loaded before it asks: each small file is otherwise
+    /// one round trip through the OS, decoded while the program waits. With a [`Pusher`]
+    /// they go on into the OS's cache, and are read without a round trip at all; the
+    /// program is then seen again only at a file not pushed (yet), which moves its walk on.
+    fn follow_walk(&self, ino: Ino, offset: u64) {
+        let inner = &self.inner;
+        let mut walks = inner.walks.lock().unwrap();
+        let w = match walks.reached(ino) {
+            walk::Reached::GoOn(w) => w,
+            walk::Reached::Ahead => return,
+            walk::Reached::Unknown if offset != 0 => return,
+            walk::Reached::Unknown => {
+                let Ok((dir, rec, i)) = inner.block_of(ino) else {
+                    return;
+                };
+                let last = rec.last_started.swap(i as u64, Relaxed);
+                // The next file of a walk whose reader read all it was handed without
+                // asking (from the OS's cache)?
+                let resumed = walks.positions().into_iter().find_map(|(w, at)| {
+                    let mut at = at;
+                    let mut steps = 256;
+                    match inner.walk_next(&mut at, &mut steps) {
+                        Some((next, _, _)) if next == ino => Some((w, at)),
+                        _ => None,
+                    }
+                });
+                if let Some((w, at)) = resumed {
+                    walks.resume(w, at)
+                } else {
+                    let Ok(tree) = inner.tree(&rec.tree, dir) else {
+                        return;
+                    };
+                    // The folder's files are read in order: from its first file on, or
+                    // the one after the file started last.
+                    let first = !tree.nodes[..i].iter().any(|n| n.kind == NodeKind::File);
+                    let in_order = if last == u64::MAX {
+                        first
+                    } else {
+                        (last as usize) < i
+                            && !tree.nodes[last as usize + 1..i]
+                                .iter()
+                                .any(|n| n.kind == NodeKind::File)
+                    };
+                    if !in_order {
+                        return;
+                    }
+                    walks.start(dir, i)
+                }
             }
-            if n.size as usize > budget {
+        };
+        let push = inner.pusher.get().is_some();
+        let mut jobs = Vec::new();
+        // A bounded number of entries looked at per call, however many are not files.
+        let mut steps = 4096;
+        while walks.wants_more(w) {
+            let Some((ino, tree, j)) = inner.walk_next(walks.at(w), &mut steps) else {
                 break;
+            };
+            let n = &tree.nodes[j];
+            let room = walks.room(w);
+            if push && n.size <= room / 4 {
+                walks.handed(w, ino, n.size);
+                jobs.push(Ahead::Push(ino, tree.clone(), j));
+            } else {
+                // Large files: their first chunks are decoded, and the OS's own
+                // read-ahead asks for the rest.
+                let index = inner.index.read().unwrap().clone();
+                let mut bytes = 0u64;
+                for id in n.content.iter().take(inner.opts.read_ahead_chunks) {
+                    bytes += index.get(id).map_or(0, |l| l.raw_length as u64);
+                    if !inner.chunks.contains(id) {
+                        jobs.push(Ahead::Chunk(*id));
+                    }
+                }
+                walks.handed(w, ino, bytes.min(room));
             }
-            budget -= n.size as usize;
-            ids.extend(
-                n.content
-                    .iter()
-                    .filter(|id| !self.inner.chunks.contains(id))
-                    .map(|id| Ahead::Chunk(*id)),
-            );
         }
-        self.prefetch.queue(ids);
+        drop(walks);
+        // One file at a time, so that every read-ahead thread works on the next files.
+        for job in jobs {
+            self.prefetch.queue(vec![job]);
+        }
+    }
+
+    /// Waits until the read-ahead threads have nothing left to do (tests).
+    #[cfg(test)]
+    fn wait_read_ahead(&self) {
+        while !self.prefetch.idle() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     pub fn release(&self, fh: u64) {
@@ -728,6 +819,9 @@ impl Inner {
         }
         let rec = self.dir_rec(ino)?;
         let tree = self.tree(&rec.tree, ino)?;
+        if offset == 0 {
+            rec.listed.store(true, Relaxed);
+        }
         for (i, n) in tree.nodes.iter().enumerate().skip(offset as usize) {
             if add(
                 &self.node_attr(self.entry_ino(&rec, i, n), n),
@@ -814,8 +908,8 @@ impl Inner {
             first,
             len,
             root,
-            next_expected: AtomicU64::new(u64::MAX),
-            queued_until: AtomicU64::new(0),
+            last_started: AtomicU64::new(u64::MAX),
+            listed: std::sync::atomic::AtomicBool::new(false),
         });
         dirs.insert(ino, rec.clone());
         self.blocks.write().unwrap().insert(first, ino);
@@ -897,14 +991,74 @@ impl Inner {
         Ok(fh)
     }
 
+    /// The next file of a walk of the snapshot from `at` (a folder and a place in it),
+    /// moving `at` past it: entries in name order, into sub-folders, back up to the
+    /// parent at a folder's end. `None` at the end of the snapshot, at a folder not
+    /// listed yet (the OS does not know its files), or after `steps` entries.
+    fn walk_next(
+        &self,
+        at: &mut (Ino, usize),
+        steps: &mut usize,
+    ) -> Option<(Ino, Arc<Tree>, usize)> {
+        loop {
+            *steps = steps.checked_sub(1)?;
+            let (dir, i) = *at;
+            let rec = self.dirs.read().unwrap().get(&dir).cloned()?;
+            if !rec.listed.load(Relaxed) {
+                return None;
+            }
+            let tree = self.tree(&rec.tree, dir).ok()?;
+            let Some(n) = tree.nodes.get(i) else {
+                if dir < FIRST_TREE_INO {
+                    return None;
+                }
+                let (parent, _, place) = self.block_of(dir).ok()?;
+                *at = (parent, place + 1);
+                continue;
+            };
+            let ino = self.entry_ino(&rec, i, n);
+            match n.kind {
+                NodeKind::File => {
+                    at.1 += 1;
+                    return Some((ino, tree, i));
+                }
+                NodeKind::Dir => *at = (ino, 0),
+                _ => at.1 += 1,
+            }
+        }
+    }
+
+    /// Decodes file `n` (inode `ino`) and hands it to the OS's cache, chunk by chunk;
+    /// stops at the first chunk that cannot be read (the reader will then ask, and get
+    /// the error) or that the OS refuses.
+    fn push_file(&self, ino: Ino, n: &Node) {
+        let Some(push) = self.pusher.get() else {
+            return;
+        };
+        let mut offset = 0u64;
+        for id in &n.content {
+            let Ok(chunk) = self.chunks.get_passing(id, || self.load_chunk(id)) else {
+                return;
+            };
+            for piece in chunk.chunks(1 << 20) {
+                if !push(ino, offset, piece) {
+                    return;
+                }
+                offset += piece.len() as u64;
+            }
+        }
+    }
+
     fn chunk(&self, id: &Id) -> Result<Chunk, String> {
-        self.chunks.get(id, || {
-            let index = self.index.read().unwrap().clone();
-            self.repo
-                .read_blob(&index, BlobKind::Data, id)
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
-        })
+        self.chunks.get(id, || self.load_chunk(id))
+    }
+
+    fn load_chunk(&self, id: &Id) -> Result<Chunk, String> {
+        let index = self.index.read().unwrap().clone();
+        self.repo
+            .read_blob(&index, BlobKind::Data, id)
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
     }
 
     fn name_of(&self, ino: Ino) -> Option<(Ino, Vec<u8>)> {

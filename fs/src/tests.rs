@@ -271,3 +271,105 @@ fn a_damaged_chunk_fails_that_file_only_and_is_logged() {
     let a = walk(&fs, src.ino, Path::new("docs/a.txt"));
     assert_eq!(read_all(&fs, a.ino, 4096), b"alpha\n");
 }
+
+/// What a [`Pusher`] handed to the "OS": (inode, offset, bytes), in order.
+type Pushed = Arc<Mutex<Vec<(Ino, u64, Vec<u8>)>>>;
+
+fn recording_pusher(fs: &SnapshotFs) -> Pushed {
+    let pushed: Pushed = Arc::default();
+    let p = pushed.clone();
+    fs.push_slot()
+        .set(Arc::new(move |ino, offset, bytes: &[u8]| {
+            p.lock().unwrap().push((ino, offset, bytes.to_vec()));
+            true
+        }));
+    pushed
+}
+
+/// The bytes of `ino` pushed so far, when they make up its whole `size`.
+fn pushed_file(pushed: &Pushed, ino: Ino, size: u64) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for (i, offset, bytes) in pushed.lock().unwrap().iter() {
+        if *i == ino && *offset == out.len() as u64 {
+            out.extend_from_slice(bytes);
+        }
+    }
+    (out.len() as u64 == size && size > 0).then_some(out)
+}
+
+#[test]
+fn files_read_in_walk_order_are_pushed_ahead_of_the_reader() {
+    let s = setup("walk");
+    let w = s.src.join("w");
+    std::fs::create_dir_all(w.join("m")).unwrap();
+    std::fs::create_dir_all(w.join("n")).unwrap();
+    let mut files = Vec::new();
+    for k in 0..20 {
+        files.push(format!("w/f{k:02}"));
+    }
+    for k in 0..5 {
+        files.push(format!("w/m/g{k}"));
+    }
+    files.extend(["w/n/h0".to_string(), "w/n/h1".into(), "w/z.txt".into()]);
+    for (k, f) in files.iter().enumerate() {
+        std::fs::write(s.src.join(f), noise(3000 + k * 100, k as u64 + 11)).unwrap();
+    }
+    back_up(&s);
+
+    let fs = mount_view(&s, Arc::default());
+    let pushed = recording_pusher(&fs);
+    let src = latest_src(&fs, &s);
+    // Like `find` before `xargs cat`, `w` and `w/m` are listed first; `w/n` only when the
+    // reader gets there, like `cp -r` does.
+    let wdir = walk(&fs, src.ino, Path::new("w"));
+    names(&fs, wdir.ino);
+    names(&fs, walk(&fs, src.ino, Path::new("w/m")).ino);
+    // A reader that finds a file whole in the "OS cache" reads it from there, and asks
+    // the view otherwise.
+    let mut asked = Vec::new();
+    for f in &files {
+        if f == "w/n/h0" {
+            let n = walk(&fs, src.ino, Path::new("w/n")).ino;
+            let before = pushed.lock().unwrap().len();
+            names(&fs, n);
+            assert_eq!(pushed.lock().unwrap().len(), before);
+            // The walk stopped at the folder the OS had not listed.
+            for later in ["w/n/h0", "w/n/h1", "w/z.txt"] {
+                let ino = walk(&fs, src.ino, Path::new(later)).ino;
+                assert!(
+                    !pushed.lock().unwrap().iter().any(|(i, _, _)| *i == ino),
+                    "{later} pushed before w/n was listed"
+                );
+            }
+        }
+        let a = walk(&fs, src.ino, Path::new(f));
+        let want = std::fs::read(s.src.join(f)).unwrap();
+        let got = match pushed_file(&pushed, a.ino, a.size) {
+            Some(b) => b,
+            None => {
+                asked.push(f.clone());
+                let b = fs.read_ino(a.ino, 0, 1 << 20).unwrap().to_vec();
+                fs.wait_read_ahead();
+                b
+            }
+        };
+        assert_eq!(got, want, "{f}");
+    }
+    // The reader asked for the file that started the walk, for the one after the first
+    // window of 8 (the walk goes on from there with 16), and for the first file of w/n,
+    // where the walk had stopped because the OS had not listed it yet. Everything else
+    // was pushed, byte for byte (checked above).
+    assert_eq!(asked, ["w/f00", "w/f09", "w/n/h0"]);
+
+    // Reading a folder's files out of order pushes nothing.
+    let fs = mount_view(&s, Arc::default());
+    let pushed = recording_pusher(&fs);
+    let src = latest_src(&fs, &s);
+    names(&fs, walk(&fs, src.ino, Path::new("w")).ino);
+    for f in ["w/f07", "w/f03", "w/f12"] {
+        let a = walk(&fs, src.ino, Path::new(f));
+        fs.read_ino(a.ino, 0, 1 << 20).unwrap();
+        fs.wait_read_ahead();
+    }
+    assert!(pushed.lock().unwrap().is_empty());
+}
