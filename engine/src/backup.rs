@@ -9,11 +9,8 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -31,6 +28,7 @@ use crate::index::Index;
 use crate::pack::{BlobKind, FinishedPack, PackBlob, PackBuilder};
 use crate::repo::Repository;
 use crate::snapshot::{Snapshot, SnapshotEntry, Summary};
+use crate::sys;
 use crate::tree::{Name, Node, NodeKind, Tree};
 
 /// What to leave out of a backup.
@@ -359,23 +357,29 @@ struct PendingDir {
 }
 
 /// The selected paths as a tree of names from `/`, so a snapshot holds them at their
-/// real place (`home/alice/Documents/...`) with the folders above them.
+/// real place (`home/alice/Documents/...`, `C/Users/alice/...`) with the folders above
+/// them. Each folder knows its OS path (none for a folder of the snapshot's layout only).
 #[derive(Default)]
 struct PathTrie {
     selected: bool,
+    os_path: Option<PathBuf>,
+    /// A drive or share root: its attributes (hidden, system) are not the restored
+    /// folder's to carry.
+    volume_root: bool,
     children: BTreeMap<Vec<u8>, PathTrie>,
 }
 
+/// An absolute path with `.` and `..` resolved, in the OS's form.
 fn normalise(path: &Path) -> Result<PathBuf> {
     let abs = std::path::absolute(path).map_err(|e| Error::io("resolving", path, e))?;
-    let mut out = PathBuf::from("/");
+    let mut out = PathBuf::new();
     for c in abs.components() {
         match c {
-            Component::Normal(n) => out.push(n),
             Component::ParentDir => {
                 out.pop();
             }
-            _ => {}
+            Component::CurDir => {}
+            other => out.push(other),
         }
     }
     Ok(out)
@@ -447,26 +451,22 @@ impl Walker<'_, '_> {
     fn entry(
         &mut self,
         path: &Path,
-        name: &OsStr,
-        md: std::io::Result<fs::Metadata>,
+        node: std::io::Result<Node>,
         parent: Option<&Node>,
         below: Option<&PathTrie>,
     ) -> Option<Pending> {
         let sh = self.shared;
-        let md = match md {
-            Ok(md) => md,
+        let mut node = match node {
+            Ok(node) => node,
             Err(e) => {
                 sh.warn(format!("{}: {e} (skipped)", path.display()));
                 return None;
             }
         };
         let sel = sh.selection;
-        if below.is_none_or(|t| t.selected)
-            && any_matches(&sel.excludes, path.as_os_str().as_bytes())
-        {
+        if below.is_none_or(|t| t.selected) && any_matches(&sel.excludes, &sys::match_path(path)) {
             return None;
         }
-        let mut node = Node::from_metadata(name, &md);
         match node.kind {
             NodeKind::File => {
                 if sel.exclude_larger_than.is_some_and(|l| node.size > l) {
@@ -523,8 +523,8 @@ impl Walker<'_, '_> {
                 })
             }
             NodeKind::Symlink => {
-                match fs::read_link(sh.source.read_path(path)) {
-                    Ok(t) => node.target = Some(Name(t.as_os_str().as_bytes().to_vec())),
+                match sys::read_link(&sh.source.read_path(path)) {
+                    Ok(t) => node.target = Some(t),
                     Err(e) => {
                         sh.warn(format!("{}: reading link: {e} (skipped)", path.display()));
                         return None;
@@ -541,7 +541,10 @@ impl Walker<'_, '_> {
         let mut names: Vec<_> = match fs::read_dir(self.shared.source.read_path(path)) {
             Ok(rd) => rd
                 .filter_map(|e| match e {
-                    Ok(e) => Some((e.file_name(), e.metadata())),
+                    Ok(e) => {
+                        let os = e.file_name();
+                        Some((sys::name_of(&os), os, e.metadata()))
+                    }
                     Err(err) => {
                         self.shared
                             .warn(format!("{}: listing: {err}", path.display()));
@@ -555,14 +558,15 @@ impl Walker<'_, '_> {
                 Vec::new()
             }
         };
-        names.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        names.sort_by(|a, b| a.0.cmp(&b.0));
         let mut entries = Vec::with_capacity(names.len());
-        for (name, md) in names {
+        for (name, os, md) in names {
             if self.shared.failed.load(Relaxed) {
                 break;
             }
-            let old = parent.and_then(|t| t.find(name.as_bytes()));
-            if let Some(p) = self.entry(&path.join(&name), &name, md, old, None) {
+            let old = parent.and_then(|t| t.find(&name.0));
+            let node = md.map(|md| sys::node_from_metadata(name, &md));
+            if let Some(p) = self.entry(&path.join(&os), node, old, None) {
                 entries.push(p);
             }
         }
@@ -575,11 +579,23 @@ impl Walker<'_, '_> {
         }
         let mut entries = Vec::new();
         for (name, child) in &trie.children {
-            let name = OsStr::from_bytes(name);
-            let old = parent.and_then(|t| t.find(name.as_bytes()));
-            let child_path = path.join(name);
-            let md = fs::symlink_metadata(self.shared.source.read_path(&child_path));
-            if let Some(p) = self.entry(&child_path, name, md, old, Some(child)) {
+            let old = parent.and_then(|t| t.find(name));
+            let name = Name(name.clone());
+            let (child_path, node) = match &child.os_path {
+                Some(p) => {
+                    let md = fs::symlink_metadata(self.shared.source.read_path(p));
+                    let node = md.map(|md| {
+                        let mut n = sys::node_from_metadata(name, &md);
+                        if child.volume_root {
+                            n.attributes = 0;
+                        }
+                        n
+                    });
+                    (p.clone(), node)
+                }
+                None => (PathBuf::new(), Ok(Node::layout_dir(name))),
+            };
+            if let Some(p) = self.entry(&child_path, node, old, Some(child)) {
                 entries.push(p);
             }
         }
@@ -592,7 +608,7 @@ fn back_up_file(sh: &Shared, job: &FileJob, scratch: &mut Vec<u8>) -> Option<Nod
     let path = &job.path;
     let mut node = job.node.clone();
     *sh.progress.current.lock().unwrap() = path.clone();
-    let mut file = match open_for_backup(&sh.source.read_path(path)) {
+    let mut file = match sys::open_for_backup(&sh.source.read_path(path)) {
         Ok(f) => f,
         Err(e) => {
             sh.warn(format!("{}: {e} (skipped)", path.display()));
@@ -634,13 +650,14 @@ fn back_up_file(sh: &Shared, job: &FileJob, scratch: &mut Vec<u8>) -> Option<Nod
         }
     };
     // Compared with what the walker's lstat saw before the file was opened.
-    let after = file.metadata().ok();
+    let after = file
+        .metadata()
+        .ok()
+        .map(|a| sys::node_from_metadata(Name::default(), &a));
     let changed = match &after {
         Some(a) => {
             let before = &job.node;
-            before.size != a.size()
-                || before.mtime != a.mtime() * 1_000_000_000 + a.mtime_nsec()
-                || total != a.size()
+            before.size != a.size || before.mtime != a.mtime || total != a.size
         }
         None => true,
     };
@@ -651,9 +668,8 @@ fn back_up_file(sh: &Shared, job: &FileJob, scratch: &mut Vec<u8>) -> Option<Nod
             path.display()
         ));
     }
-    if let Some(a) = &after {
+    if let Some(fresh) = &after {
         // Record what was read, so the next run notices any later change.
-        let fresh = Node::from_metadata(OsStr::new(""), a);
         node.mtime = fresh.mtime;
         node.ctime = fresh.ctime;
     }
@@ -661,17 +677,6 @@ fn back_up_file(sh: &Shared, job: &FileJob, scratch: &mut Vec<u8>) -> Option<Nod
     node.content = content;
     sh.progress.files_done.fetch_add(1, Relaxed);
     Some(node)
-}
-
-fn open_for_backup(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    // O_NOATIME keeps backups from touching access times; only the owner (or root) may
-    // ask for it, so fall back to a plain open.
-    fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-        .or_else(|_| File::open(path))
 }
 
 /// Assembles trees in post-order as their files complete; returns the root tree id.
@@ -759,12 +764,16 @@ pub fn backup(
                 p.display()
             )));
         }
-        paths.push(abs.to_string_lossy().into_owned());
+        paths.push(sys::recorded_path(&abs)?);
         let mut t = &mut trie;
-        for c in abs.components() {
-            if let Component::Normal(n) = c {
-                t = t.children.entry(n.as_bytes().to_vec()).or_default();
-            }
+        let steps = sys::recorded_components(&abs)?;
+        let first_real = steps.iter().position(|s| s.os_path.is_some());
+        for (i, step) in steps.into_iter().enumerate() {
+            t = t.children.entry(step.name).or_insert_with(|| PathTrie {
+                os_path: step.os_path,
+                volume_root: Some(i) == first_real && crate::sys::WINDOWS_PATHS,
+                ..PathTrie::default()
+            });
         }
         t.selected = true;
     }
@@ -1002,6 +1011,7 @@ mod tests {
             fs::write(root.join("same.txt"), "same").unwrap();
         }
         fs::write(frozen.join("only-in-copy.txt"), "copy").unwrap();
+        #[cfg(unix)]
         std::os::unix::fs::symlink("sub/ledger.qbw", frozen.join("link")).unwrap();
         let repo_dir = dir.join("repo");
         Repository::init(Arc::new(LocalBackend::new(&repo_dir)), b"pw", 1 << 20).unwrap();
@@ -1014,14 +1024,11 @@ mod tests {
         opts.parent = ParentChoice::None;
         let r = backup(&repo, &opts, &BackupProgress::new(|_| {})).unwrap();
         let snap = repo.find_snapshot(&r.snapshot.id.to_hex()).unwrap();
-        assert_eq!(
-            snap.snapshot.paths,
-            vec![live.to_string_lossy().to_string()]
-        );
+        let live_in_snapshot = sys::recorded_path(&live).unwrap();
+        assert_eq!(snap.snapshot.paths, vec![live_in_snapshot.clone()]);
 
         let index = repo.load_index().unwrap().index;
         let target = dir.join("restored");
-        let live_in_snapshot = live.to_string_lossy().to_string();
         restore(
             &repo,
             &index,
@@ -1035,10 +1042,13 @@ mod tests {
         assert_eq!(got("sub/ledger.qbw"), "as frozen");
         assert_eq!(got("only-in-copy.txt"), "copy");
         assert_eq!(got("same.txt"), "same");
+        #[cfg(unix)]
         assert_eq!(
             fs::read_link(target.join("link")).unwrap(),
             Path::new("sub/ledger.qbw")
         );
+        // Windows removes no folder while a file in it is open (the repository's packs).
+        drop(repo);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -47,15 +47,13 @@ impl Cache {
         }
     }
 
-    /// The platform's cache folder: $BACKAZON_CACHE_DIR, $XDG_CACHE_HOME/backazon, ~/.cache/backazon.
+    /// The platform's cache folder: $BACKAZON_CACHE_DIR, else $XDG_CACHE_HOME/backazon or
+    /// ~/.cache/backazon (Windows: %LOCALAPPDATA%\backazon\cache).
     pub fn default_base() -> Option<PathBuf> {
         if let Some(d) = std::env::var_os("BACKAZON_CACHE_DIR") {
             return Some(PathBuf::from(d));
         }
-        if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-            return Some(PathBuf::from(d).join("backazon"));
-        }
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("backazon"))
+        crate::sys::default_cache_dir()
     }
 
     fn path(&self, folder: &str, name: &str) -> PathBuf {
@@ -76,7 +74,6 @@ impl Cache {
     /// Part of a cached object, unverified: for blobs, whose seal and id are checked by
     /// the reader anyway (which drops the copy and reads storage if they fail).
     pub fn get_range(&self, folder: &str, name: &str, offset: u64, len: usize) -> Option<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
         let key = format!("{folder}/{name}");
         let cached = self.open.lock().unwrap().get(&key).cloned();
         let f = match cached {
@@ -85,20 +82,19 @@ impl Cache {
                 let f = Arc::new(fs::File::open(self.path(folder, name)).ok()?);
                 // Whoever reads one tree of a pack reads its neighbours next: have the
                 // kernel fetch the whole (small) pack at once.
-                #[cfg(target_os = "linux")]
-                {
-                    use std::os::fd::AsRawFd;
-                    // SAFETY: f is an open file; the call is advice about its pages.
-                    unsafe {
-                        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
-                    }
-                }
+                crate::sys::read_ahead(&f, 0, 0);
                 self.open.lock().unwrap().put(key, f.clone());
                 f
             }
         };
         let mut buf = vec![0u8; len];
-        f.read_exact_at(&mut buf, offset).ok()?;
+        let mut got = 0;
+        while got < len {
+            match crate::sys::read_at(&f, &mut buf[got..], offset + got as u64) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => got += n,
+            }
+        }
         Some(buf)
     }
 

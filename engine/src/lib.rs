@@ -15,6 +15,7 @@ pub mod glob;
 pub mod id;
 pub mod index;
 pub mod lock;
+pub mod names;
 pub mod pack;
 pub mod prune;
 pub mod repo;

@@ -49,17 +49,8 @@ impl LockInfo {
         let old = refreshed.is_none_or(|t| {
             now.duration_since(t) > jiff::SignedDuration::try_from(STALE_AFTER).unwrap()
         });
-        old || (self.hostname == crate::sys::hostname() && !process_alive(self.pid))
+        old || (self.hostname == crate::sys::hostname() && !crate::sys::process_alive(self.pid))
     }
-}
-
-fn process_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    // SAFETY: kill with signal 0 only checks whether the process exists.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 struct Inner {

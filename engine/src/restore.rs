@@ -2,26 +2,33 @@
 //! files in this thread, and restores file contents on worker threads. Every chunk is
 //! verified before it is written; a file whose data cannot be read is removed and named,
 //! and the others are restored. Nothing is ever written outside the target: every name
-//! is checked, entries must be strictly sorted (no duplicates), and existing symlinks in
-//! the way are replaced, never followed.
+//! is checked, entries must be strictly sorted (no duplicates), existing symlinks in the
+//! way are replaced, never followed, and a folder's metadata is applied through the
+//! folder itself.
+//!
+//! Names the target cannot hold as they are (Windows' rules; two names that differ only
+//! in case, in a folder that ignores case) are restored under another name
+//! (`crate::names`), listed in the summary. Without that, a folder `A` and a link `a`
+//! beside it would be one entry on such a folder, and `A`'s files would be written
+//! wherever the link points. As a second guard, a folder this restore made is never
+//! removed to make room for another entry (on Unix, where a file's identity is cheap).
 
-use std::collections::HashMap;
-use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
+use std::collections::{HashMap, HashSet};
+use std::fs;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::sync_channel;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::glob::{any_matches, Pattern};
 use crate::id::Id;
 use crate::index::Index;
+use crate::names::{self, Renamed};
 use crate::pack::BlobKind;
 use crate::repo::Repository;
+use crate::sys;
 use crate::tree::{Node, NodeKind, Tree};
 
 #[derive(Clone, Debug)]
@@ -43,7 +50,7 @@ impl RestoreOptions {
             threads: std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .max(2),
-            owners: crate::sys::is_root(),
+            owners: sys::can_restore_owners(),
         }
     }
 }
@@ -78,6 +85,25 @@ pub struct RestoreSummary {
     pub links: u64,
     pub bytes: u64,
     pub errors: u64,
+    /// Entries restored under another name than the snapshot's.
+    pub renamed: Vec<RenamedEntry>,
+    /// Entries this system cannot hold at all (fifos, sockets, devices on Windows).
+    pub skipped: Vec<SkippedEntry>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RenamedEntry {
+    /// The entry's path in the snapshot.
+    pub path: String,
+    /// Where it was restored.
+    pub restored_as: PathBuf,
+    pub reason: Renamed,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SkippedEntry {
+    pub path: String,
+    pub reason: String,
 }
 
 /// Finds the node at `path` ("/home/alice/x") in a snapshot; `None` for the root.
@@ -135,11 +161,44 @@ struct FileJob {
     node: Node,
 }
 
+/// The folders this restore made, by file identity (Unix): never removed to make room
+/// for another entry, which could only be one whose name the file system takes for the
+/// folder's (case, Unicode normalisation).
+#[derive(Default)]
+struct MadeDirs(Mutex<HashSet<(u64, u64)>>);
+
+impl MadeDirs {
+    fn add(&self, path: &Path) {
+        if let Some(id) = fs::symlink_metadata(path)
+            .ok()
+            .and_then(|m| sys::file_id(&m))
+        {
+            self.0.lock().unwrap().insert(id);
+        }
+    }
+
+    fn holds(&self, md: &fs::Metadata) -> bool {
+        sys::file_id(md).is_some_and(|id| self.0.lock().unwrap().contains(&id))
+    }
+}
+
+/// A folder on the way to the entries being restored, made when the first of them is.
+struct PendingDir {
+    path: PathBuf,
+    node: Node,
+    made: bool,
+    /// Listed once the folder is made, if it is restored under another name.
+    renamed: Option<RenamedEntry>,
+}
+
 struct Restorer<'a> {
     repo: &'a Repository,
     index: &'a Index,
     opts: &'a RestoreOptions,
     progress: &'a RestoreProgress,
+    made: &'a MadeDirs,
+    /// Whether the target ignores case, found out when first needed.
+    ignores_case: OnceLock<bool>,
     /// Folders made so far, for their metadata at the end (deepest last).
     dirs: Vec<(PathBuf, Node)>,
     /// (device, inode) of a file with several links -> where it was restored.
@@ -148,44 +207,15 @@ struct Restorer<'a> {
     summary: RestoreSummary,
 }
 
-fn c_path(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("restore paths hold no NUL (names are checked)")
-}
-
-fn timespec(ns: i64) -> libc::timespec {
-    libc::timespec {
-        tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
-        tv_nsec: ns.rem_euclid(1_000_000_000) as _,
-    }
-}
-
-fn set_times(path: &Path, node: &Node, follow: bool) -> std::io::Result<()> {
-    let times = [timespec(node.atime), timespec(node.mtime)];
-    let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
-    let p = c_path(path);
-    // SAFETY: p is a valid C string and times points to two timespecs.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), flags) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-fn apply_metadata(path: &Path, node: &Node, owners: bool) -> std::io::Result<()> {
-    let is_link = node.kind == NodeKind::Symlink;
-    if owners {
-        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
-    }
-    if !is_link {
-        fs::set_permissions(path, fs::Permissions::from_mode(node.mode))?;
-    }
-    set_times(path, node, !is_link)
-}
-
-/// Removes whatever non-folder is at `path`, so creating there never follows a link.
-fn clear_for_create(path: &Path) -> std::io::Result<()> {
+/// Removes whatever non-folder is at `path`, so creating there never follows a link. A
+/// folder in the way is removed too, unless this restore made it.
+fn clear_for_create(path: &Path, made: &MadeDirs) -> std::io::Result<()> {
     match fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() && made.holds(&md) => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "a folder this restore made has that name here (the file system takes the two \
+             names for one); left as it is",
+        )),
         Ok(md) if md.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -205,37 +235,17 @@ fn ensure_dir(path: &Path) -> std::io::Result<()> {
     }
 }
 
-fn create_new(dest: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
-        .open(dest)
-}
-
-fn last_os_result(rc: libc::c_int) -> std::io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+/// Whether `dir` takes names that differ only in case for one: a probe file made
+/// there and looked up in upper case. If no probe can be made, it is assumed to.
+fn folder_ignores_case(dir: &Path) -> bool {
+    let probe = format!(".backazon-case-probe-{}", Id::random().short());
+    let lower = dir.join(&probe);
+    if fs::File::create(&lower).is_err() {
+        return true;
     }
-}
-
-/// Owner, mode and times through the open file: no path lookups. Owner first, since
-/// changing it clears setuid/setgid bits.
-fn apply_file_metadata(f: &File, node: &Node, owners: bool) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let fd = f.as_raw_fd();
-    // SAFETY (all three): fd is an open file; the arguments are plain values.
-    unsafe {
-        if owners && (node.uid != libc::geteuid() || node.gid != libc::getegid()) {
-            last_os_result(libc::fchown(fd, node.uid, node.gid))?;
-        }
-        last_os_result(libc::fchmod(fd, node.mode as libc::mode_t))?;
-        let times = [timespec(node.atime), timespec(node.mtime)];
-        last_os_result(libc::futimens(fd, times.as_ptr()))
-    }
+    let ignores = fs::symlink_metadata(dir.join(probe.to_uppercase())).is_ok();
+    let _ = fs::remove_file(&lower);
+    ignores
 }
 
 /// Gaps between needed blobs smaller than this are read through rather than split.
@@ -344,16 +354,17 @@ fn restore_file(
     source: &mut BlobSource,
     job: &FileJob,
     owners: bool,
+    made: &MadeDirs,
     progress: &RestoreProgress,
 ) -> bool {
     let dest = &job.dest;
     let result = (|| -> Result<()> {
         // Into an empty target the first try succeeds; otherwise replace what is there.
-        let mut f = match create_new(dest) {
+        let mut f = match sys::create_file(dest) {
             Ok(f) => f,
             Err(_) => {
-                clear_for_create(dest).map_err(|e| Error::io("replacing", dest, e))?;
-                create_new(dest).map_err(|e| Error::io("creating", dest, e))?
+                clear_for_create(dest, made).map_err(|e| Error::io("replacing", dest, e))?;
+                sys::create_file(dest).map_err(|e| Error::io("creating", dest, e))?
             }
         };
         for id in &job.node.content {
@@ -362,7 +373,7 @@ fn restore_file(
                 .map_err(|e| Error::io("writing", dest, e))?;
             progress.bytes_done.fetch_add(data.len() as u64, Relaxed);
         }
-        apply_file_metadata(&f, &job.node, owners)
+        sys::apply_file_metadata(&f, &job.node, owners)
             .map_err(|e| Error::io("setting metadata of", dest, e))
     })();
     match result {
@@ -380,14 +391,22 @@ fn restore_file(
 
 impl Restorer<'_> {
     /// Creates the folders on the way to an entry that is restored inside them.
-    fn make_dirs(&mut self, stack: &mut [(PathBuf, Node, bool)]) -> bool {
-        for (path, node, made) in stack.iter_mut() {
+    fn make_dirs(&mut self, stack: &mut [PendingDir]) -> bool {
+        for PendingDir {
+            path,
+            node,
+            made,
+            renamed,
+        } in stack.iter_mut()
+        {
             if !*made {
                 if let Err(e) = ensure_dir(path) {
                     self.progress
                         .warn(format!("{}: cannot create folder: {e}", path.display()));
                     return false;
                 }
+                self.made.add(path);
+                self.summary.renamed.extend(renamed.take());
                 *made = true;
                 self.summary.dirs += 1;
                 self.dirs.push((path.clone(), node.clone()));
@@ -403,7 +422,7 @@ impl Restorer<'_> {
         dest: &Path,
         snap_path: &str,
         included: bool,
-        stack: &mut Vec<(PathBuf, Node, bool)>,
+        stack: &mut Vec<PendingDir>,
         jobs: &mut Batcher,
     ) {
         let tree: Tree = match self.repo.read_tree(self.index, tree_id) {
@@ -415,6 +434,7 @@ impl Restorer<'_> {
             }
         };
         let mut previous: Option<&[u8]> = None;
+        let mut valid = Vec::with_capacity(tree.nodes.len());
         for node in &tree.nodes {
             let name = &node.name;
             if !name.is_safe_component() {
@@ -432,19 +452,30 @@ impl Restorer<'_> {
                 continue;
             }
             previous = Some(&name.0);
-            self.entry(node, dest, snap_path, included, stack, jobs);
+            valid.push(node);
+        }
+        let names: Vec<&[u8]> = valid.iter().map(|n| n.name.0.as_slice()).collect();
+        let target_root = &self.opts.target;
+        let cell = &self.ignores_case;
+        let placed = names::place(&names, sys::NAME_RULE, || {
+            *cell.get_or_init(|| folder_ignores_case(target_root))
+        });
+        for (node, place) in valid.into_iter().zip(placed) {
+            self.entry(node, place, dest, snap_path, included, stack, jobs);
         }
     }
 
-    /// Restores one entry of the folder `snap_path` into `dest`.
+    /// Restores one entry of the folder `snap_path` into `dest`, under its own name or
+    /// the one `place` gives.
     #[allow(clippy::too_many_arguments)]
     fn entry(
         &mut self,
         node: &Node,
+        place: Option<(Vec<u8>, Renamed)>,
         dest: &Path,
         snap_path: &str,
         included: bool,
-        stack: &mut Vec<(PathBuf, Node, bool)>,
+        stack: &mut Vec<PendingDir>,
         jobs: &mut Batcher,
     ) {
         let name = &node.name;
@@ -458,19 +489,43 @@ impl Restorer<'_> {
         let inc = included
             || self.opts.include.is_empty()
             || any_matches(&self.opts.include, &path_bytes);
-        let target = dest.join(name.as_os_str());
+        let stored = place
+            .as_ref()
+            .map_or(name.0.as_slice(), |(n, _)| n.as_slice());
+        let Some(os_name) = sys::os_name(stored) else {
+            // Only bytes that are not text lack an OS name, and the rule escapes those.
+            self.progress.warn(format!(
+                "{path}: no name this system can hold; not restored"
+            ));
+            return;
+        };
+        let target = dest.join(os_name);
+        let mut renamed = place.map(|(_, reason)| RenamedEntry {
+            path: path.clone(),
+            restored_as: target.clone(),
+            reason,
+        });
         match node.kind {
             NodeKind::Dir => {
                 let Some(sub) = node.subtree else { return };
-                stack.push((target.clone(), node.clone(), false));
+                stack.push(PendingDir {
+                    path: target.clone(),
+                    node: node.clone(),
+                    made: false,
+                    renamed,
+                });
                 if inc {
                     self.make_dirs(stack);
                 }
                 self.walk(&sub, &target, &path, inc, stack, jobs);
                 stack.pop();
             }
-            _ if !inc => {}
-            _ if !self.make_dirs(stack) => {}
+            _ if !inc => return,
+            _ if !self.make_dirs(stack) => return,
+            _ => self.summary.renamed.extend(renamed.take()),
+        }
+        match node.kind {
+            NodeKind::Dir => {}
             NodeKind::File => {
                 if node.links > 1 {
                     let key = (node.device, node.inode);
@@ -489,10 +544,11 @@ impl Restorer<'_> {
                 });
             }
             NodeKind::Symlink => {
-                let Some(t) = &node.target else { return };
-                let r = clear_for_create(&target)
-                    .and_then(|_| std::os::unix::fs::symlink(t.as_os_str(), &target))
-                    .and_then(|_| apply_metadata(&target, node, self.opts.owners));
+                if node.target.is_none() {
+                    return;
+                }
+                let r = clear_for_create(&target, self.made)
+                    .and_then(|_| sys::create_symlink(&target, node, self.opts.owners));
                 match r {
                     Ok(()) => self.summary.links += 1,
                     Err(e) => self
@@ -500,34 +556,22 @@ impl Restorer<'_> {
                         .warn(format!("{path}: symlink not restored: {e}")),
                 }
             }
-            NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
-                let kind = match node.kind {
-                    NodeKind::Fifo => libc::S_IFIFO,
-                    NodeKind::Chardev => libc::S_IFCHR,
-                    _ => libc::S_IFBLK,
-                };
-                let r = clear_for_create(&target).and_then(|_| {
-                    let p = c_path(&target);
-                    // SAFETY: p is a valid C string.
-                    let rc = unsafe {
-                        libc::mknod(
-                            p.as_ptr(),
-                            kind | node.mode as libc::mode_t,
-                            node.rdev as libc::dev_t,
-                        )
-                    };
-                    if rc == 0 {
-                        apply_metadata(&target, node, self.opts.owners)
-                    } else {
-                        Err(std::io::Error::last_os_error())
+            NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev | NodeKind::Socket => {
+                let r = clear_for_create(&target, self.made)
+                    .and_then(|_| sys::create_special(&target, node, self.opts.owners));
+                match r {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                        self.summary.skipped.push(SkippedEntry {
+                            path,
+                            reason: e.to_string(),
+                        })
                     }
-                });
-                if let Err(e) = r {
-                    self.progress
-                        .warn(format!("{path}: special file not restored: {e}"));
+                    Err(e) => self
+                        .progress
+                        .warn(format!("{path}: special file not restored: {e}")),
                 }
             }
-            NodeKind::Socket => {}
         }
     }
 }
@@ -546,11 +590,14 @@ pub fn restore(
     let start = find_node(repo, index, root, path)?;
     fs::create_dir_all(&opts.target).map_err(|e| Error::io("creating", &opts.target, e))?;
     let snap_base = path.trim_end_matches('/').to_string();
+    let made = MadeDirs::default();
     let mut r = Restorer {
         repo,
         index,
         opts,
         progress,
+        made: &made,
+        ignores_case: OnceLock::new(),
         dirs: Vec::new(),
         hard_links: HashMap::new(),
         pending_links: Vec::new(),
@@ -568,7 +615,7 @@ pub fn restore(
                 };
                 let mut source = BlobSource::new(repo, index, &batch);
                 for job in &batch {
-                    restore_file(&mut source, job, opts.owners, progress);
+                    restore_file(&mut source, job, opts.owners, &made, progress);
                 }
             });
         }
@@ -590,21 +637,24 @@ pub fn restore(
             }
             Some(n) => {
                 let parent = snap_base.rsplit_once('/').map_or("", |(p, _)| p);
-                r.entry(n, &opts.target, parent, true, &mut stack, &mut tx);
+                let place = names::place(&[n.name.0.as_slice()], sys::NAME_RULE, || false)
+                    .pop()
+                    .flatten();
+                r.entry(n, place, &opts.target, parent, true, &mut stack, &mut tx);
             }
         }
         tx.flush();
         drop(tx);
     });
     for (first, link, path) in std::mem::take(&mut r.pending_links) {
-        let res = clear_for_create(&link).and_then(|_| fs::hard_link(&first, &link));
+        let res = clear_for_create(&link, &made).and_then(|_| fs::hard_link(&first, &link));
         match res {
             Ok(()) => r.summary.files += 1,
             Err(e) => progress.warn(format!("{path}: hard link not restored: {e}")),
         }
     }
     for (path, node) in r.dirs.iter().rev() {
-        if let Err(e) = apply_metadata(path, node, opts.owners) {
+        if let Err(e) = sys::apply_dir_metadata(path, node, opts.owners) {
             progress.warn(format!("{}: setting folder metadata: {e}", path.display()));
         }
     }

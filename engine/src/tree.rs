@@ -1,11 +1,7 @@
 //! Directory trees: one blob per directory, entries sorted by name, each with its type,
 //! metadata, and either its chunk ids (files) or its sub-tree id (directories).
-//! Serialised as JSON; names that are not UTF-8 are kept byte for byte as hex.
-
-use std::ffi::OsStr;
-use std::fs::Metadata;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+//! Serialised as JSON; names that are not UTF-8 are kept byte for byte as hex. What a
+//! node holds is read off the OS by `crate::sys` (docs/FORMAT.md, "Trees").
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -24,14 +20,12 @@ pub enum NodeKind {
     Blockdev,
 }
 
-/// A name or symlink target: raw bytes, since Unix names need not be UTF-8.
+/// A name or symlink target: raw bytes, since Unix names need not be UTF-8 (and a
+/// Windows name with an unpaired surrogate is stored as WTF-8: `crate::names`).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Name(pub Vec<u8>);
 
 impl Name {
-    pub fn as_os_str(&self) -> &OsStr {
-        OsStr::from_bytes(&self.0)
-    }
     pub fn to_string_lossy(&self) -> String {
         String::from_utf8_lossy(&self.0).into_owned()
     }
@@ -81,8 +75,8 @@ impl<'de> Deserialize<'de> for Name {
     }
 }
 
-fn is_zero(v: &u64) -> bool {
-    *v == 0
+fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,7 +84,8 @@ pub struct Node {
     pub name: Name,
     #[serde(rename = "type")]
     pub kind: NodeKind,
-    /// Permission bits including setuid/setgid/sticky (st_mode & 0o7777).
+    /// Permission bits including setuid/setgid/sticky (st_mode & 0o7777); made up from
+    /// the attributes for a node from Windows.
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
@@ -99,7 +94,15 @@ pub struct Node {
     /// Nanoseconds since the Unix epoch.
     pub mtime: i64,
     pub atime: i64,
+    /// Unix only (0 on Windows, which has no change time to be had cheaply).
     pub ctime: i64,
+    /// Creation time, nanoseconds since the Unix epoch (Windows; 0 when not recorded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created: i64,
+    /// Windows file attributes (`FILE_ATTRIBUTE_*`: read-only, hidden, system, archive,
+    /// directory, reparse point, ...), 0 for a node made elsewhere.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attributes: u32,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub inode: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -116,53 +119,26 @@ pub struct Node {
     pub subtree: Option<Id>,
 }
 
-fn nanos(secs: i64, nsec: i64) -> i64 {
-    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
-}
-
 impl Node {
-    /// A node from `lstat` data; content, sub-tree and symlink target are filled in later.
-    pub fn from_metadata(name: &OsStr, md: &Metadata) -> Node {
-        let ft = md.file_type();
-        let kind = if ft.is_dir() {
-            NodeKind::Dir
-        } else if ft.is_symlink() {
-            NodeKind::Symlink
-        } else if ft.is_fifo() {
-            NodeKind::Fifo
-        } else if ft.is_socket() {
-            NodeKind::Socket
-        } else if ft.is_char_device() {
-            NodeKind::Chardev
-        } else if ft.is_block_device() {
-            NodeKind::Blockdev
-        } else {
-            NodeKind::File
-        };
+    /// A folder that exists only in a snapshot's layout (`UNC` and the server above a
+    /// Windows share): no metadata of its own.
+    pub fn layout_dir(name: Name) -> Node {
         Node {
-            name: Name(name.as_bytes().to_vec()),
-            kind,
-            mode: md.mode() & 0o7777,
-            uid: md.uid(),
-            gid: md.gid(),
-            size: if kind == NodeKind::File { md.size() } else { 0 },
-            mtime: nanos(md.mtime(), md.mtime_nsec()),
-            // Listing a folder moves its atime; keeping it would make every unchanged
-            // folder a new tree. Folders record their mtime as atime instead.
-            atime: if kind == NodeKind::Dir {
-                nanos(md.mtime(), md.mtime_nsec())
-            } else {
-                nanos(md.atime(), md.atime_nsec())
-            },
-            ctime: nanos(md.ctime(), md.ctime_nsec()),
-            inode: md.ino(),
-            device: md.dev(),
-            links: if kind == NodeKind::Dir { 0 } else { md.nlink() },
-            rdev: if matches!(kind, NodeKind::Chardev | NodeKind::Blockdev) {
-                md.rdev()
-            } else {
-                0
-            },
+            name,
+            kind: NodeKind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: 0,
+            atime: 0,
+            ctime: 0,
+            created: 0,
+            attributes: 0,
+            inode: 0,
+            device: 0,
+            links: 0,
+            rdev: 0,
             target: None,
             content: Vec::new(),
             subtree: None,
@@ -210,7 +186,7 @@ mod tests {
     #[test]
     fn non_utf8_names_round_trip() {
         let md = std::fs::symlink_metadata(".").unwrap();
-        let mut n = Node::from_metadata(OsStr::from_bytes(b"caf\xe9"), &md);
+        let mut n = crate::sys::node_from_metadata(Name(b"caf\xe9".to_vec()), &md);
         n.target = Some(Name("é".as_bytes().to_vec()));
         let t = Tree { nodes: vec![n] };
         let back = Tree::from_bytes(&Id::default(), &t.to_bytes()).unwrap();

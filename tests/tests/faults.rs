@@ -328,22 +328,9 @@ fn a_killed_backup_loses_nothing_and_is_resumed() {
 
 fn node(name: &[u8], kind: NodeKind) -> Node {
     Node {
-        name: Name(name.to_vec()),
         kind,
         mode: 0o644,
-        uid: 0,
-        gid: 0,
-        size: 0,
-        mtime: 0,
-        atime: 0,
-        ctime: 0,
-        inode: 0,
-        device: 0,
-        links: 0,
-        rdev: 0,
-        target: None,
-        content: Vec::new(),
-        subtree: None,
+        ..Node::layout_dir(Name(name.to_vec()))
     }
 }
 

@@ -8,7 +8,6 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::num::NonZeroUsize;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -16,14 +15,17 @@ use lru::LruCache;
 
 use super::{Backend, Kind};
 use crate::error::{Error, Result};
+use crate::sys;
 
 pub struct LocalBackend {
     root: PathBuf,
     /// Open packs for ranged reads: restoring many small files reads many small ranges
     /// of the same packs, and packs never change once written.
     open_packs: Mutex<LruCache<String, Arc<OpenPack>>>,
-    /// Packs written but not yet synced and renamed: (temporary path, final path).
-    unsynced: Mutex<Vec<(PathBuf, PathBuf)>>,
+    /// Packs written but not yet synced and renamed: the open file (synced through the
+    /// handle it was written with: Windows syncs only handles open for writing), its
+    /// temporary path and its final path.
+    unsynced: Mutex<Vec<(File, PathBuf, PathBuf)>>,
 }
 
 const OPEN_PACKS: usize = 64;
@@ -45,7 +47,7 @@ impl OpenPack {
         }
         let from = end.max(until);
         self.ahead_until.store(from + PACK_READ_AHEAD, Relaxed);
-        read_ahead(&self.file, from, PACK_READ_AHEAD);
+        sys::read_ahead(&self.file, from, PACK_READ_AHEAD);
     }
 }
 
@@ -99,60 +101,10 @@ fn not_found_or_io(e: std::io::Error, op: &'static str, path: &Path) -> Error {
     }
 }
 
-/// Asks the kernel to start writing a file back now, without waiting for it.
-fn start_writeback(f: &File) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: f is an open file; the call only schedules writeback.
-        unsafe {
-            libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = f;
-}
-
 /// How much of a pack past a ranged read is fetched ahead: blobs of the same folder
 /// sit next to each other, and a cold disk answers one large read much sooner than many
 /// small ones.
 const PACK_READ_AHEAD: u64 = 2 << 20;
-
-/// Asks the kernel to start reading `len` bytes at `offset` into its cache, without waiting.
-fn read_ahead(f: &File, offset: u64, len: u64) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: f is an open file; the call is advice about its pages.
-        unsafe {
-            libc::posix_fadvise(
-                f.as_raw_fd(),
-                offset as libc::off_t,
-                len as libc::off_t,
-                libc::POSIX_FADV_WILLNEED,
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (f, offset, len);
-}
-
-/// Lets the kernel drop a synced pack's pages from its cache. A backup writes far more
-/// than it reads back soon; keeping gigabytes of sealed packs cached would push out the
-/// files the user works with, and recycling the same few pages for every pack write is
-/// much cheaper than filling fresh memory.
-fn drop_cached_pages(f: &File) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: f is an open file; the call is advice about its cached pages.
-        unsafe {
-            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = f;
-}
 
 fn sync_dir(dir: &Path) {
     // Best effort: some filesystems (and network shares) refuse fsync on directories.
@@ -204,7 +156,7 @@ impl Backend for LocalBackend {
         let mut buf = vec![0u8; length];
         let mut got = 0;
         while got < length {
-            match f.read_at(&mut buf[got..], offset + got as u64) {
+            match sys::read_at(f, &mut buf[got..], offset + got as u64) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -244,20 +196,21 @@ impl Backend for LocalBackend {
             f.write_all(data)
                 .map_err(|e| Error::io("writing", &tmp, e))?;
             if batched {
-                start_writeback(&f);
-                return Ok(());
+                sys::start_writeback(&f);
+                return Ok(Some(f));
             }
             f.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
-            fs::rename(&tmp, &final_path).map_err(|e| Error::io("renaming", &tmp, e))
+            drop(f);
+            fs::rename(&tmp, &final_path).map_err(|e| Error::io("renaming", &tmp, e))?;
+            Ok(None)
         })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result?;
-        if batched {
-            self.unsynced.lock().unwrap().push((tmp, final_path));
-        } else {
-            sync_dir(&dir);
+        match result {
+            Ok(Some(f)) => self.unsynced.lock().unwrap().push((f, tmp, final_path)),
+            Ok(None) => sync_dir(&dir),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -265,19 +218,19 @@ impl Backend for LocalBackend {
     fn flush(&self) -> Result<()> {
         let pending = std::mem::take(&mut *self.unsynced.lock().unwrap());
         let mut dirs = Vec::new();
-        for (tmp, final_path) in &pending {
-            let f = File::open(tmp).map_err(|e| Error::io("opening", tmp, e))?;
-            f.sync_all().map_err(|e| Error::io("syncing", tmp, e))?;
-            drop_cached_pages(&f);
-            fs::rename(tmp, final_path).map_err(|e| Error::io("renaming", tmp, e))?;
+        for (f, tmp, final_path) in pending {
+            f.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
+            sys::drop_cached_pages(&f);
+            drop(f);
+            fs::rename(&tmp, &final_path).map_err(|e| Error::io("renaming", &tmp, e))?;
             if let Some(d) = final_path.parent() {
-                if !dirs.contains(&d) {
-                    dirs.push(d);
+                if !dirs.iter().any(|x: &PathBuf| x == d) {
+                    dirs.push(d.to_path_buf());
                 }
             }
         }
         for d in dirs {
-            sync_dir(d);
+            sync_dir(&d);
         }
         Ok(())
     }

@@ -1,0 +1,451 @@
+//! Windows: names are UTF-16 (stored as UTF-8, or WTF-8 when they hold an unpaired
+//! surrogate: `crate::names`), paths are recorded as `/C/Users/alice` (restic's form),
+//! and a node keeps the file attributes and the creation, modification and access times
+//! at Windows' 100 ns. Restore sets times and attributes in one call through a handle
+//! opened on the entry itself (a link is never followed).
+//!
+//! What Windows has no equivalent for: owners and modes. A node made here has owner 0
+//! and a mode read off its attributes (read-only files 0444, other files 0644, folders
+//! 0755), so it shows sensibly on Unix; restoring a Unix node here sets no owner, and
+//! marks the file read-only when its mode has no owner-write bit. There is no change
+//! time and no inode to be had without opening every file, so the next backup
+//! trusts size and modification time (as restic does here).
+
+use std::borrow::Cow;
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io;
+use std::os::windows::ffi::{OsStrExt, OsStringExt};
+use std::os::windows::fs::{MetadataExt, OpenOptionsExt};
+use std::os::windows::io::AsRawHandle;
+use std::path::{Component, Path, PathBuf, Prefix};
+
+use windows_sys::Win32::Foundation::{CloseHandle, STILL_ACTIVE};
+use windows_sys::Win32::Storage::FileSystem::{
+    FileBasicInfo, SetFileInformationByHandle, FILE_ATTRIBUTE_ARCHIVE, FILE_ATTRIBUTE_DIRECTORY,
+    FILE_ATTRIBUTE_HIDDEN, FILE_ATTRIBUTE_NORMAL, FILE_ATTRIBUTE_NOT_CONTENT_INDEXED,
+    FILE_ATTRIBUTE_READONLY, FILE_ATTRIBUTE_SYSTEM, FILE_ATTRIBUTE_TEMPORARY, FILE_BASIC_INFO,
+    FILE_FLAG_BACKUP_SEMANTICS, FILE_FLAG_OPEN_REPARSE_POINT, FILE_FLAG_SEQUENTIAL_SCAN,
+    FILE_READ_ATTRIBUTES, FILE_WRITE_ATTRIBUTES,
+};
+use windows_sys::Win32::System::Threading::{
+    GetExitCodeProcess, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
+};
+
+use super::RecordedStep;
+use crate::error::{Error, Result};
+use crate::names;
+use crate::tree::{Name, Node, NodeKind};
+
+/// Windows refuses some names: they are restored escaped (`crate::names`).
+pub const NAME_RULE: fn(&[u8]) -> Option<Vec<u8>> = names::windows_escape;
+
+/// Paths and patterns may use `\` (and drive letters); globs have no escape character.
+pub const WINDOWS_PATHS: bool = true;
+
+/// The attributes a restore sets; the others (directory, reparse point, compressed,
+/// encrypted, sparse) describe how a file is stored and are the file system's to set.
+const RESTORED_ATTRIBUTES: u32 = FILE_ATTRIBUTE_READONLY
+    | FILE_ATTRIBUTE_HIDDEN
+    | FILE_ATTRIBUTE_SYSTEM
+    | FILE_ATTRIBUTE_ARCHIVE
+    | FILE_ATTRIBUTE_TEMPORARY
+    | FILE_ATTRIBUTE_NOT_CONTENT_INDEXED;
+
+pub fn name_of(os: &OsStr) -> Name {
+    match os.to_str() {
+        Some(s) => Name(s.as_bytes().to_vec()),
+        None => Name(names::from_utf16(&os.encode_wide().collect::<Vec<_>>())),
+    }
+}
+
+/// The OS name for a stored name; `None` for bytes that are not text (only Unix makes
+/// those), which the restore escapes first.
+pub fn os_name(stored: &[u8]) -> Option<Cow<'_, OsStr>> {
+    if let Ok(s) = std::str::from_utf8(stored) {
+        return Some(Cow::Borrowed(OsStr::new(s)));
+    }
+    let wide = names::to_utf16(stored)?;
+    Some(Cow::Owned(OsString::from_wide(&wide)))
+}
+
+/// `C:\Users\alice` as `C`, `Users`, `alice`; a share `\\nas\docs\x` as `UNC`, `nas`,
+/// `docs`, `x`.
+pub fn recorded_components(abs: &Path) -> Result<Vec<RecordedStep>> {
+    let mut out = Vec::new();
+    let mut here = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::Prefix(p) => match p.kind() {
+                Prefix::Disk(d) | Prefix::VerbatimDisk(d) => {
+                    let drive = (d as char).to_ascii_uppercase();
+                    here = PathBuf::from(format!("{drive}:\\"));
+                    out.push(RecordedStep {
+                        name: vec![drive as u8],
+                        os_path: Some(here.clone()),
+                    });
+                }
+                Prefix::UNC(server, share) | Prefix::VerbatimUNC(server, share) => {
+                    here = PathBuf::from(r"\\").join(server).join(share);
+                    here.push("");
+                    out.push(RecordedStep {
+                        name: b"UNC".to_vec(),
+                        os_path: None,
+                    });
+                    out.push(RecordedStep {
+                        name: name_of(server).0,
+                        os_path: None,
+                    });
+                    out.push(RecordedStep {
+                        name: name_of(share).0,
+                        os_path: Some(here.clone()),
+                    });
+                }
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "{}: give a path on a drive (C:\\...) or a share (\\\\server\\share\\...)",
+                        abs.display()
+                    )))
+                }
+            },
+            Component::Normal(n) => {
+                here.push(n);
+                out.push(RecordedStep {
+                    name: name_of(n).0,
+                    os_path: Some(here.clone()),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The bytes globs are matched against: the path as the snapshot records it.
+pub fn match_path(path: &Path) -> Cow<'_, [u8]> {
+    let mut out = Vec::with_capacity(path.as_os_str().len() + 2);
+    for step in recorded_components(path).unwrap_or_default() {
+        out.push(b'/');
+        out.extend_from_slice(&step.name);
+    }
+    Cow::Owned(out)
+}
+
+/// 100 ns intervals since 1601 (FILETIME), as nanoseconds since 1970; 0 stays 0 (unknown).
+fn filetime_to_ns(ft: u64) -> i64 {
+    if ft == 0 {
+        return 0;
+    }
+    const EPOCH_DIFF: i64 = 116_444_736_000_000_000;
+    (ft as i64 - EPOCH_DIFF).saturating_mul(100)
+}
+
+fn ns_to_filetime(ns: i64) -> i64 {
+    const EPOCH_DIFF: i64 = 116_444_736_000_000_000;
+    ns.div_euclid(100) + EPOCH_DIFF
+}
+
+/// A node from a directory listing's or `symlink_metadata`'s data.
+pub fn node_from_metadata(name: Name, md: &Metadata) -> Node {
+    let attributes = md.file_attributes();
+    let ft = md.file_type();
+    let kind = if ft.is_symlink() {
+        NodeKind::Symlink
+    } else if ft.is_dir() {
+        NodeKind::Dir
+    } else {
+        NodeKind::File
+    };
+    let mode = match kind {
+        NodeKind::Dir => 0o755,
+        NodeKind::Symlink => 0o777,
+        _ if attributes & FILE_ATTRIBUTE_READONLY != 0 => 0o444,
+        _ => 0o644,
+    };
+    let mtime = filetime_to_ns(md.last_write_time());
+    Node {
+        name,
+        kind,
+        mode,
+        uid: 0,
+        gid: 0,
+        size: if kind == NodeKind::File { md.len() } else { 0 },
+        mtime,
+        // As on Unix: listing a folder moves its access time.
+        atime: if kind == NodeKind::Dir {
+            mtime
+        } else {
+            filetime_to_ns(md.last_access_time())
+        },
+        ctime: 0,
+        created: filetime_to_ns(md.creation_time()),
+        attributes,
+        inode: 0,
+        device: 0,
+        links: 0,
+        rdev: 0,
+        target: None,
+        content: Vec::new(),
+        subtree: None,
+    }
+}
+
+/// No file identity without opening the file: `None`.
+pub fn file_id(_: &Metadata) -> Option<(u64, u64)> {
+    None
+}
+
+/// A symlink's or junction's target, as Windows reports it.
+pub fn read_link(path: &Path) -> io::Result<Name> {
+    Ok(name_of(fs::read_link(path)?.as_os_str()))
+}
+
+/// std opens with every sharing mode, so a backup never stops other programs from
+/// writing or deleting; a file opened elsewhere without read sharing fails here with a
+/// sharing violation, which the backup reports and skips.
+pub fn open_for_backup(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(FILE_FLAG_SEQUENTIAL_SCAN)
+        .open(path)
+}
+
+pub fn read_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::windows::fs::FileExt;
+    f.seek_read(buf, offset)
+}
+
+/// Windows' cache manager writes back on its own.
+pub fn start_writeback(_: &File) {}
+
+/// Windows' cache manager reads ahead on its own.
+pub fn read_ahead(_: &File, _: u64, _: u64) {}
+
+pub fn drop_cached_pages(_: &File) {}
+
+/// `%LOCALAPPDATA%\backazon\cache`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("LOCALAPPDATA").map(|d| PathBuf::from(d).join("backazon").join("cache"))
+}
+
+pub fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    // SAFETY: OpenProcess returns a handle we close, or null; GetExitCodeProcess writes
+    // one u32.
+    unsafe {
+        let h = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
+        if h.is_null() {
+            // No such process, or one we may not query (which exists).
+            return io::Error::last_os_error().raw_os_error() != Some(87);
+        }
+        let mut code = 0u32;
+        let ok = GetExitCodeProcess(h, &mut code) != 0;
+        CloseHandle(h);
+        !ok || code == STILL_ACTIVE as u32
+    }
+}
+
+/// Windows files have ACLs, not Unix owners: none are set.
+pub fn can_restore_owners() -> bool {
+    false
+}
+
+pub fn user_fallback() -> String {
+    "user".into()
+}
+
+/// A new file for restored contents: `CREATE_NEW` fails on anything already there,
+/// a link included, and never follows one.
+pub fn create_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+/// The attributes a node is restored with: its own (from Windows), or read-only for a
+/// Unix file without an owner-write bit.
+fn attributes_of(node: &Node) -> u32 {
+    let a = if node.attributes != 0 {
+        node.attributes & RESTORED_ATTRIBUTES
+    } else if node.kind == NodeKind::File && node.mode & 0o200 == 0 {
+        FILE_ATTRIBUTE_READONLY
+    } else {
+        0
+    };
+    // Zero would mean "leave as they are"; NORMAL means none.
+    if a == 0 {
+        FILE_ATTRIBUTE_NORMAL
+    } else {
+        a
+    }
+}
+
+/// Times and attributes in one call through an open handle.
+fn set_basic_info(f: &File, node: &Node) -> io::Result<()> {
+    let info = FILE_BASIC_INFO {
+        // Zero leaves a time as it is: a Unix node has no creation time.
+        CreationTime: if node.created != 0 {
+            ns_to_filetime(node.created)
+        } else {
+            0
+        },
+        LastAccessTime: ns_to_filetime(node.atime),
+        LastWriteTime: ns_to_filetime(node.mtime),
+        ChangeTime: 0,
+        FileAttributes: attributes_of(node),
+    };
+    // SAFETY: the handle is open with FILE_WRITE_ATTRIBUTES; info is a FILE_BASIC_INFO
+    // of the size passed.
+    let ok = unsafe {
+        SetFileInformationByHandle(
+            f.as_raw_handle(),
+            FileBasicInfo,
+            (&info as *const FILE_BASIC_INFO).cast(),
+            std::mem::size_of::<FILE_BASIC_INFO>() as u32,
+        )
+    };
+    if ok != 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub fn apply_file_metadata(f: &File, node: &Node, _owners: bool) -> io::Result<()> {
+    set_basic_info(f, node)
+}
+
+/// Opens an entry itself (a link as the link, never its target) to set its times and
+/// attributes.
+fn open_entry(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .access_mode(FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OPEN_REPARSE_POINT)
+        .open(path)
+}
+
+/// A restored folder's times and attributes, through the folder itself: if something
+/// replaced it with a link, that is refused instead of followed.
+pub fn apply_dir_metadata(path: &Path, node: &Node, _owners: bool) -> io::Result<()> {
+    let dir = open_entry(path)?;
+    let md = dir.metadata()?;
+    if md.file_type().is_symlink() || !md.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no longer a folder (something replaced it); left alone",
+        ));
+    }
+    set_basic_info(&dir, node)
+}
+
+/// A symlink at `path` (nothing may be there). A link made on Windows keeps its kind
+/// (file or folder link, from its attributes); a Unix link's `/` become `\`, and it is
+/// a folder link when its target is a folder. Windows needs administrator rights or
+/// Developer Mode to make links.
+pub fn create_symlink(path: &Path, node: &Node, _owners: bool) -> io::Result<()> {
+    let stored = node.target.as_ref().map(|t| t.0.as_slice()).unwrap_or(b"");
+    let from_windows = node.attributes != 0;
+    let mut target = match os_name(stored) {
+        Some(t) => PathBuf::from(t.into_owned()),
+        None => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "its target is not text Windows can hold",
+            ))
+        }
+    };
+    if !from_windows {
+        target = PathBuf::from(target.to_string_lossy().replace('/', "\\"));
+    }
+    let is_dir = if from_windows {
+        node.attributes & FILE_ATTRIBUTE_DIRECTORY != 0
+    } else {
+        path.parent()
+            .map(|p| p.join(&target))
+            .is_some_and(|t| t.is_dir())
+    };
+    let made = if is_dir {
+        std::os::windows::fs::symlink_dir(&target, path)
+    } else {
+        std::os::windows::fs::symlink_file(&target, path)
+    };
+    made.map_err(|e| {
+        if e.raw_os_error() == Some(1314) {
+            io::Error::new(
+                e.kind(),
+                "making links on Windows needs administrator rights or Developer Mode",
+            )
+        } else {
+            e
+        }
+    })?;
+    // Wine reports links made that it did not make: believe only what is there.
+    let there = fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_symlink())
+        .unwrap_or(false);
+    if !there {
+        let _ = fs::remove_file(path);
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this system said the link was made, but it is not there (Wine cannot make links)",
+        ));
+    }
+    set_basic_info(&open_entry(path)?, node)
+}
+
+/// Fifos, sockets and device files exist only on Unix.
+pub fn create_special(_: &Path, _: &Node, _: bool) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "fifos, sockets and device files exist only on Unix",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_recorded_as_restic_does() {
+        let steps = recorded_components(Path::new(r"C:\Users\alice")).unwrap();
+        let names: Vec<_> = steps.iter().map(|s| s.name.clone()).collect();
+        assert_eq!(
+            names,
+            vec![b"C".to_vec(), b"Users".to_vec(), b"alice".to_vec()]
+        );
+        assert_eq!(steps[0].os_path.as_deref(), Some(Path::new(r"C:\")));
+        assert_eq!(
+            steps[2].os_path.as_deref(),
+            Some(Path::new(r"C:\Users\alice"))
+        );
+        assert_eq!(
+            super::super::recorded_path(Path::new(r"d:\x")).unwrap(),
+            "/D/x"
+        );
+        let share = recorded_components(Path::new(r"\\nas\docs\x")).unwrap();
+        let names: Vec<_> = share.iter().map(|s| s.name.clone()).collect();
+        assert_eq!(
+            names,
+            vec![
+                b"UNC".to_vec(),
+                b"nas".to_vec(),
+                b"docs".to_vec(),
+                b"x".to_vec()
+            ]
+        );
+        assert_eq!(share[1].os_path, None);
+        assert_eq!(share[2].os_path.as_deref(), Some(Path::new(r"\\nas\docs\")));
+        assert_eq!(
+            &*match_path(Path::new(r"C:\Users\a b\x.tmp")),
+            b"/C/Users/a b/x.tmp"
+        );
+    }
+
+    #[test]
+    fn filetimes_keep_100ns() {
+        let ft = 133_000_000_000_000_123u64;
+        assert_eq!(ns_to_filetime(filetime_to_ns(ft)) as u64, ft);
+        assert_eq!(filetime_to_ns(116_444_736_000_000_000), 0 * 100);
+        assert_eq!(filetime_to_ns(116_444_736_000_000_001), 100);
+    }
+}
