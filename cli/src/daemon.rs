@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use crate::jobs::{self, Jobs, RunRecord, StateDir};
 
 enum Event {
-    Stop(i32),
+    Stop(&'static str),
     Reload(&'static str),
     Done {
         job: String,
@@ -61,7 +61,7 @@ pub struct Daemon {
     jobs: Jobs,
     slots: BTreeMap<String, Slots>,
     running: HashMap<(String, Task), u32>,
-    #[cfg(not(target_os = "linux"))]
+    /// The jobs file's time, for systems where its folder is not watched.
     config_mtime: Option<std::time::SystemTime>,
 }
 
@@ -73,7 +73,7 @@ pub struct ChildArgs {
 }
 
 pub fn run(args: ChildArgs) -> Result<u8> {
-    let signals = crate::mount::signals::block();
+    let signals = crate::sys::stop_signals()?;
     let state = StateDir(args.state_dir.clone());
     let jobs = jobs::load(&args.config)?;
     let mut d = Daemon {
@@ -84,7 +84,6 @@ pub fn run(args: ChildArgs) -> Result<u8> {
         jobs,
         slots: BTreeMap::new(),
         running: HashMap::new(),
-        #[cfg(not(target_os = "linux"))]
         config_mtime: std::fs::metadata(&args.config)
             .and_then(|m| m.modified())
             .ok(),
@@ -102,12 +101,11 @@ pub fn run(args: ChildArgs) -> Result<u8> {
         let tx = tx.clone();
         std::thread::Builder::new()
             .name("signals".into())
-            .spawn(move || loop {
-                if let Some(sig) = crate::mount::signals::wait(&signals, 3_600_000) {
-                    let ev = if sig == libc::SIGHUP {
-                        Event::Reload("SIGHUP")
-                    } else {
-                        Event::Stop(sig)
+            .spawn(move || {
+                for sig in signals {
+                    let ev = match sig {
+                        crate::sys::Signal::Reload => Event::Reload("SIGHUP"),
+                        crate::sys::Signal::Stop(name) => Event::Stop(name),
                     };
                     if tx.send(ev).is_err() {
                         return;
@@ -115,7 +113,7 @@ pub fn run(args: ChildArgs) -> Result<u8> {
                 }
             })?;
     }
-    watch(&args.config, tx.clone());
+    let watched = watch(&args.config, tx.clone());
 
     loop {
         let now = Timestamp::now();
@@ -137,17 +135,15 @@ pub fn run(args: ChildArgs) -> Result<u8> {
                 pid,
                 status,
             }) => d.finished(&job, task, pid, status),
-            Err(RecvTimeoutError::Timeout) => {
-                // Without inotify, a changed jobs file is noticed at the next wake.
-                #[cfg(not(target_os = "linux"))]
-                {
-                    let m = std::fs::metadata(&d.config).and_then(|m| m.modified()).ok();
-                    if m != d.config_mtime {
-                        d.config_mtime = m;
-                        d.reload("the jobs file changed");
-                    }
+            Err(RecvTimeoutError::Timeout) if !watched => {
+                // Unwatched, a changed jobs file is noticed at the next wake.
+                let m = std::fs::metadata(&d.config).and_then(|m| m.modified()).ok();
+                if m != d.config_mtime {
+                    d.config_mtime = m;
+                    d.reload("the jobs file changed");
                 }
             }
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Ok(0),
         }
     }
@@ -264,19 +260,6 @@ impl Daemon {
             .arg(slot.to_string())
             .arg("--trigger")
             .arg(trigger);
-        // SAFETY: the closure runs in the child between fork and exec and only calls
-        // sigprocmask-like pthread_sigmask, which is async-signal-safe.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            // The daemon blocks its stop signals (a thread waits for them); a job must
-            // not inherit that, or it could not be stopped.
-            cmd.pre_exec(|| {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-                Ok(())
-            });
-        }
         let mut child: Child = cmd.spawn()?;
         let pid = child.id();
         let tx = tx.clone();
@@ -321,11 +304,10 @@ impl Daemon {
         status: std::io::Result<std::process::ExitStatus>,
     ) {
         self.running.remove(&(job.to_string(), task));
-        use std::os::unix::process::ExitStatusExt;
         match status {
-            Ok(s) if s.code().is_some() => {
+            Ok(s) if crate::sys::ended_by_signal(&s).is_none() => {
                 // The child logged its own start, end and result.
-                if s.code() == Some(crate::EXIT_LOCKED as i32) {
+                if s.code() == Some(crate::ctx::EXIT_LOCKED as i32) {
                     self.state.log(&format!(
                         "job {job}: {} skipped: it was running already or its repository was locked; \
                          it runs again at its next slot",
@@ -334,7 +316,7 @@ impl Daemon {
                 }
             }
             Ok(s) => {
-                let sig = s.signal().unwrap_or(0);
+                let sig = crate::sys::ended_by_signal(&s).unwrap_or(0);
                 self.state.log(&format!(
                     "job {job}: {} (pid {pid}) ended by signal {sig}; the repository keeps everything \
                      stored so far and the next run goes on from there",
@@ -404,16 +386,13 @@ impl Daemon {
 
     /// Stops the running children (their repositories stay consistent: a backup only
     /// adds complete objects) and waits for them.
-    fn stop(&mut self, sig: i32, rx: &std::sync::mpsc::Receiver<Event>) {
+    fn stop(&mut self, sig: &str, rx: &std::sync::mpsc::Receiver<Event>) {
         self.state.log(&format!(
-            "daemon stopping (signal {sig}); {} runs in progress are stopped",
+            "daemon stopping ({sig}); {} runs in progress are stopped",
             self.running.len()
         ));
         for pid in self.running.values() {
-            // SAFETY: kill sends a signal to our own child process.
-            unsafe {
-                libc::kill(*pid as libc::pid_t, libc::SIGTERM);
-            }
+            crate::sys::terminate(*pid);
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !self.running.is_empty() {
@@ -434,72 +413,12 @@ impl Daemon {
 }
 
 /// Wakes the loop when the jobs file changes (written in place, replaced, created or
-/// deleted). Linux: inotify on its folder. Elsewhere the file is re-read at each wake.
-fn watch(config: &Path, tx: Sender<Event>) {
-    #[cfg(target_os = "linux")]
-    {
-        let Some(dir) = config.parent().map(Path::to_path_buf) else {
-            return;
-        };
-        let _ = std::fs::create_dir_all(&dir);
-        let name = config
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        // SAFETY: inotify_init1 takes flags only.
-        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
-        if fd < 0 {
-            return;
-        }
-        let Ok(cdir) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
-            return;
-        };
-        let mask = libc::IN_CLOSE_WRITE
-            | libc::IN_MOVED_TO
-            | libc::IN_MOVED_FROM
-            | libc::IN_CREATE
-            | libc::IN_DELETE;
-        // SAFETY: fd is an inotify descriptor and cdir a NUL-terminated path.
-        if unsafe { libc::inotify_add_watch(fd, cdir.as_ptr(), mask) } < 0 {
-            return;
-        }
-        let _ = std::thread::Builder::new()
-            .name("watch-jobs".into())
-            .spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    // SAFETY: buf is valid for its length.
-                    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-                    if n <= 0 {
-                        if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-                        {
-                            continue;
-                        }
-                        return;
-                    }
-                    let mut off = 0usize;
-                    let mut ours = false;
-                    while off + std::mem::size_of::<libc::inotify_event>() <= n as usize {
-                        // SAFETY: the kernel wrote a whole event at `off`; read unaligned.
-                        let ev: libc::inotify_event =
-                            unsafe { std::ptr::read_unaligned(buf[off..].as_ptr().cast()) };
-                        let start = off + std::mem::size_of::<libc::inotify_event>();
-                        let end = (start + ev.len as usize).min(n as usize);
-                        let raw = &buf[start..end];
-                        let raw = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
-                        if raw == name.as_encoded_bytes() {
-                            ours = true;
-                        }
-                        off = end;
-                    }
-                    if ours && tx.send(Event::Reload("the jobs file changed")).is_err() {
-                        return;
-                    }
-                }
-            });
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (config, tx);
-    }
+/// deleted), where the OS can watch its folder; false where it cannot.
+fn watch(config: &Path, tx: Sender<Event>) -> bool {
+    let (Some(dir), Some(name)) = (config.parent(), config.file_name()) else {
+        return false;
+    };
+    crate::sys::watch_folder(dir, name, move || {
+        tx.send(Event::Reload("the jobs file changed")).is_ok()
+    })
 }

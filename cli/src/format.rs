@@ -149,15 +149,10 @@ impl Drop for Ticker {
 }
 
 fn terminal_width() -> usize {
-    // SAFETY: winsize is plain data; TIOCGWINSZ fills it or fails.
-    unsafe {
-        let mut ws: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_col > 0 {
-            ws.ws_col as usize
-        } else {
-            100
-        }
-    }
+    terminal_size::terminal_size_of(std::io::stderr())
+        .map(|(w, _)| w.0 as usize)
+        .filter(|&w| w > 0)
+        .unwrap_or(100)
 }
 
 #[cfg(test)]

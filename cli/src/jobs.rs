@@ -5,8 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, Write};
-use std::os::unix::io::AsRawFd;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -417,51 +416,50 @@ impl StateDir {
     }
 
     /// Takes the run lock of a job, held until the returned guard is dropped (or the
-    /// process ends, however it ends: the kernel releases it).
+    /// process ends, however it ends: the OS releases it). std's file locks: `flock` on
+    /// Unix, `LockFileEx` on Windows. Who holds it is written beside it (`NAME.run`),
+    /// since Windows lets nobody else read a locked file.
     pub fn lock_job(&self, job: &str) -> Result<JobLock> {
         fs::create_dir_all(&self.0).with_context(|| format!("creating {}", self.0.display()))?;
         let path = self.0.join(format!("{job}.lock"));
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: flock on an open descriptor has no memory-safety preconditions.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let mut holder = String::new();
-            let _ = f.read_to_string(&mut holder);
+        if f.try_lock().is_err() {
             return Err(AlreadyRunning(format!(
                 "job {job} is already running ({}); wait for it to finish",
-                holder.trim()
+                self.holder(job)
             ))
             .into());
         }
-        let _ = f.set_len(0);
-        let _ = f.rewind();
-        let _ = write!(
-            f,
-            "pid {}, since {}",
-            std::process::id(),
-            jiff::Zoned::now().strftime("%Y-%m-%d %H:%M:%S")
+        let _ = fs::write(
+            self.0.join(format!("{job}.run")),
+            format!(
+                "pid {}, since {}",
+                std::process::id(),
+                jiff::Zoned::now().strftime("%Y-%m-%d %H:%M:%S")
+            ),
         );
         Ok(JobLock { _file: f })
     }
 
+    fn holder(&self, job: &str) -> String {
+        fs::read_to_string(self.0.join(format!("{job}.run")))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+
     /// Who runs the job now, if anyone.
     pub fn running(&self, job: &str) -> Option<String> {
-        let path = self.0.join(format!("{job}.lock"));
-        let mut f = File::open(&path).ok()?;
-        // SAFETY: as in lock_job.
-        let free = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
-        if free {
-            return None;
+        let f = File::open(self.0.join(format!("{job}.lock"))).ok()?;
+        match f.try_lock_shared() {
+            Ok(()) => None,
+            Err(_) => Some(self.holder(job)),
         }
-        let mut holder = String::new();
-        let _ = f.read_to_string(&mut holder);
-        Some(holder.trim().to_string())
     }
 }
 
@@ -481,58 +479,13 @@ pub struct JobLock {
     _file: File,
 }
 
-/// Platform folders: the jobs file and the state folder.
+/// Platform folders: the jobs file and the state folder (`crate::sys`).
 pub fn default_config_path() -> PathBuf {
-    config_dir().join("backazon").join("jobs.toml")
-}
-
-fn home() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"))
-}
-
-fn config_dir() -> PathBuf {
-    #[cfg(target_os = "macos")]
-    {
-        home().join("Library/Application Support")
-    }
-    #[cfg(windows)]
-    {
-        std::env::var_os("APPDATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(home)
-    }
-    #[cfg(not(any(target_os = "macos", windows)))]
-    {
-        std::env::var_os("XDG_CONFIG_HOME")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-            .unwrap_or_else(|| home().join(".config"))
-    }
+    crate::sys::config_dir().join("backazon").join("jobs.toml")
 }
 
 pub fn default_state_dir() -> PathBuf {
-    #[cfg(target_os = "macos")]
-    {
-        home().join("Library/Application Support/backazon/state")
-    }
-    #[cfg(windows)]
-    {
-        std::env::var_os("LOCALAPPDATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(home)
-            .join("backazon")
-            .join("state")
-    }
-    #[cfg(not(any(target_os = "macos", windows)))]
-    {
-        std::env::var_os("XDG_STATE_HOME")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-            .unwrap_or_else(|| home().join(".local/state"))
-            .join("backazon")
-    }
+    crate::sys::state_dir()
 }
 
 #[cfg(test)]

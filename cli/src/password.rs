@@ -3,7 +3,6 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -47,9 +46,7 @@ impl PasswordSource {
 
     fn get_inner(&self, confirm: bool) -> Result<String> {
         if let Some(cmd) = &self.command {
-            let out = Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
+            let out = crate::sys::shell_command(cmd)
                 .stderr(std::process::Stdio::inherit())
                 .output()
                 .with_context(|| format!("running the password command {cmd:?}"))?;

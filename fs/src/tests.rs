@@ -1,13 +1,13 @@
 //! `SnapshotFs` without FUSE in the loop: a real repository in a temporary folder,
 //! backed up with the engine, then browsed and read through the view's calls.
 
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use backazon_engine::backup::{backup, BackupOptions, BackupProgress, ParentChoice};
 use backazon_engine::restore::find_node;
+use backazon_engine::sys;
+use backazon_engine::tree::Name;
 use backazon_engine::{LocalBackend, Repository};
 
 use super::*;
@@ -46,12 +46,16 @@ fn setup(name: &str) -> Setup {
     std::fs::write(src.join("docs/deeper/b.txt"), b"bravo bravo\n").unwrap();
     std::fs::write(src.join("big.bin"), noise(5 << 20, 7)).unwrap();
     std::fs::write(src.join("empty"), b"").unwrap();
-    std::fs::write(
-        src.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt")),
-        b"latin-1 name",
-    )
-    .unwrap();
-    symlink("docs/a.txt", src.join("link")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        std::fs::write(
+            src.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt")),
+            b"latin-1 name",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("docs/a.txt", src.join("link")).unwrap();
+    }
     let repo = dir.join("repo");
     Repository::init(Arc::new(LocalBackend::new(&repo)), b"pw", 1 << 20).unwrap();
     Setup { dir, src, repo }
@@ -98,7 +102,7 @@ fn walk(fs: &SnapshotFs, start: Ino, path: &Path) -> Attr {
     for c in path.components() {
         if let std::path::Component::Normal(n) = c {
             attr = fs
-                .lookup(attr.ino, n.as_bytes())
+                .lookup(attr.ino, &sys::name_of(n).0)
                 .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
         }
     }
@@ -120,8 +124,13 @@ fn read_all(fs: &SnapshotFs, ino: Ino, step: u32) -> Vec<u8> {
 }
 
 fn latest_src(fs: &SnapshotFs, s: &Setup) -> Attr {
-    let latest = walk(fs, ROOT, Path::new("latest/testhost"));
-    walk(fs, latest.ino, s.src.strip_prefix("/").unwrap())
+    let mut attr = walk(fs, ROOT, Path::new("latest/testhost"));
+    // The source folder as the snapshot records it (`/tmp/...`, `/C/users/...`).
+    let recorded = sys::recorded_path(&s.src).unwrap();
+    for part in recorded.split('/').filter(|p| !p.is_empty()) {
+        attr = fs.lookup(attr.ino, part.as_bytes()).unwrap();
+    }
+    attr
 }
 
 #[test]
@@ -153,7 +162,7 @@ fn layout_lists_every_snapshot_and_files_read_back() {
     let listed = names(&fs, src.ino);
     let mut expected: Vec<Vec<u8>> = std::fs::read_dir(&s.src)
         .unwrap()
-        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .map(|e| sys::name_of(&e.unwrap().file_name()).0)
         .collect();
     expected.sort();
     assert_eq!(listed, expected, "entries in name order");
@@ -161,21 +170,21 @@ fn layout_lists_every_snapshot_and_files_read_back() {
     for rel in ["big.bin", "docs/a.txt", "docs/deeper/b.txt", "empty"] {
         let a = walk(&fs, src.ino, Path::new(rel));
         let md = std::fs::symlink_metadata(s.src.join(rel)).unwrap();
+        let node = sys::node_from_metadata(Name::default(), &md);
         assert_eq!(a.kind, FileKind::File);
         assert_eq!(a.size, md.len(), "{rel}");
-        assert_eq!(a.perm as u32, md.mode() & 0o7777, "{rel}");
-        assert_eq!(
-            a.mtime,
-            md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-            "{rel}"
-        );
+        assert_eq!(a.perm as u32, node.mode, "{rel}");
+        assert_eq!(a.mtime, node.mtime, "{rel}");
         assert!(a.immutable);
         let want = std::fs::read(s.src.join(rel)).unwrap();
         assert_eq!(read_all(&fs, a.ino, 128 << 10), want, "{rel}");
         assert_eq!(read_all(&fs, a.ino, 3 << 20), want, "{rel}");
     }
-    let odd = fs.lookup(src.ino, b"caf\xe9.txt").unwrap();
-    assert_eq!(read_all(&fs, odd.ino, 4096), b"latin-1 name");
+    #[cfg(unix)]
+    {
+        let odd = fs.lookup(src.ino, b"caf\xe9.txt").unwrap();
+        assert_eq!(read_all(&fs, odd.ino, 4096), b"latin-1 name");
+    }
 
     // Reads at offsets that straddle chunk ends, and past the end.
     let big = walk(&fs, src.ino, Path::new("big.bin"));
@@ -190,9 +199,12 @@ fn layout_lists_every_snapshot_and_files_read_back() {
     fs.release(fh);
     assert_eq!(fs.read(fh, 0, 10).unwrap_err(), FsError::BadHandle);
 
-    let link = walk(&fs, src.ino, Path::new("link"));
-    assert_eq!(link.kind, FileKind::Symlink);
-    assert_eq!(fs.readlink(link.ino).unwrap(), b"docs/a.txt");
+    #[cfg(unix)]
+    {
+        let link = walk(&fs, src.ino, Path::new("link"));
+        assert_eq!(link.kind, FileKind::Symlink);
+        assert_eq!(fs.readlink(link.ino).unwrap(), b"docs/a.txt");
+    }
     assert_eq!(fs.readlink(big.ino), Err(FsError::NotASymlink));
 
     // Errors a caller can act on.
@@ -249,9 +261,14 @@ fn a_damaged_chunk_fails_that_file_only_and_is_logged() {
     let index = repo.load_index().unwrap().index;
     let snap = repo.find_snapshot("latest").unwrap().snapshot;
     let rel = s.src.join("big.bin");
-    let node = find_node(&repo, &index, &snap.tree, rel.to_str().unwrap())
-        .unwrap()
-        .unwrap();
+    let node = find_node(
+        &repo,
+        &index,
+        &snap.tree,
+        &sys::recorded_path(&rel).unwrap(),
+    )
+    .unwrap()
+    .unwrap();
     let loc = index.get(&node.content[0]).unwrap();
     let hex = loc.pack.to_hex();
     let pack = s.repo.join("data").join(&hex[..2]).join(&hex);

@@ -138,21 +138,15 @@ pub fn windows_task_command(exe: &Path, args: &[String]) -> String {
         .join(" ")
 }
 
-fn home() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"))
-}
-
 /// Where the service definition goes.
 fn definition_path() -> PathBuf {
     if cfg!(target_os = "macos") {
-        home().join("Library/LaunchAgents/org.backazon.daemon.plist")
+        crate::sys::home().join("Library/LaunchAgents/org.backazon.daemon.plist")
     } else {
         std::env::var_os("XDG_CONFIG_HOME")
             .map(PathBuf::from)
             .filter(|p| p.is_absolute())
-            .unwrap_or_else(|| home().join(".config"))
+            .unwrap_or_else(|| crate::sys::home().join(".config"))
             .join("systemd/user/backazon.service")
     }
 }
@@ -203,7 +197,7 @@ pub fn run(ctx: &Ctx, command: ServiceCommand) -> Result<u8> {
     match command {
         ServiceCommand::Install { no_start } => {
             let text = if macos {
-                let log = crate::job_cmd::state_dir(ctx).log_path();
+                let log = super::job::state_dir(ctx).log_path();
                 launchd_plist(&exe, &args, &log)
             } else {
                 systemd_unit(&exe, &args)

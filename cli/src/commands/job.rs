@@ -10,9 +10,11 @@ use clap::{Args, Subcommand};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
+use super::backup::{BackupArgs, SelectArgs};
+use super::forget::KeepArgs;
+use crate::ctx::Ctx;
 use crate::format::{bytes, local_time};
 use crate::jobs::{self, Job, LoadedJob, RunRecord, StateDir};
-use crate::{BackupArgs, Ctx, KeepArgs, SelectArgs};
 
 #[derive(Subcommand)]
 pub enum JobCommand {
@@ -95,7 +97,7 @@ pub fn state_dir(ctx: &Ctx) -> StateDir {
     )
 }
 
-fn absolute(p: &Path) -> Result<PathBuf> {
+pub(crate) fn absolute(p: &Path) -> Result<PathBuf> {
     if p.is_absolute() {
         return Ok(p.to_path_buf());
     }
@@ -218,13 +220,16 @@ fn add(ctx: &Ctx, path: &Path, a: Box<AddArgs>) -> Result<u8> {
     Ok(0)
 }
 
-fn next_of(s: &Option<crate::schedule::Schedule>, last: Option<Timestamp>) -> Option<Timestamp> {
+pub(crate) fn next_of(
+    s: &Option<crate::schedule::Schedule>,
+    last: Option<Timestamp>,
+) -> Option<Timestamp> {
     let now = Timestamp::now();
     s.as_ref()?
         .next_after(last.unwrap_or(now), &TimeZone::system())
 }
 
-fn when(t: Option<Timestamp>) -> String {
+pub(crate) fn when(t: Option<Timestamp>) -> String {
     match t {
         None => "-".into(),
         Some(t) if t <= Timestamp::now() => format!("due now ({})", local_time(t)),
@@ -270,7 +275,7 @@ fn list(ctx: &Ctx, path: &Path) -> Result<u8> {
     Ok(0)
 }
 
-fn job_json(j: &LoadedJob, state: &StateDir) -> serde_json::Value {
+pub(crate) fn job_json(j: &LoadedJob, state: &StateDir) -> serde_json::Value {
     let s = state.read(&j.name);
     serde_json::json!({
         "name": j.name,
@@ -299,7 +304,7 @@ fn show(ctx: &Ctx, path: &Path, name: &str) -> Result<u8> {
     Ok(0)
 }
 
-fn print_state(j: &LoadedJob, state: &StateDir) {
+pub(crate) fn print_state(j: &LoadedJob, state: &StateDir) {
     let s = state.read(&j.name);
     if let Some(r) = state.running(&j.name) {
         out!("  running:      {r}");
@@ -328,11 +333,11 @@ fn print_state(j: &LoadedJob, state: &StateDir) {
     }
 }
 
-fn show_time(t: &str) -> String {
+pub(crate) fn show_time(t: &str) -> String {
     t.parse().map(local_time).unwrap_or_else(|_| t.to_string())
 }
 
-fn describe(r: &RunRecord) -> String {
+pub(crate) fn describe(r: &RunRecord) -> String {
     let mut s = format!("{} {} ({})", show_time(&r.started), r.result, r.trigger);
     if let Some(snap) = &r.snapshot {
         s.push_str(&format!(", snapshot {snap}"));
@@ -344,59 +349,6 @@ fn describe(r: &RunRecord) -> String {
         s.push_str(&format!(": {e}"));
     }
     s
-}
-
-pub fn status(ctx: &Ctx) -> Result<u8> {
-    let path = config_path(ctx);
-    let jobs = jobs::load(&path)?;
-    let state = state_dir(ctx);
-    let daemon = state.running(DAEMON_LOCK);
-    if ctx.global.json {
-        let v = serde_json::json!({
-            "config": path,
-            "state_dir": state.0,
-            "log": state.log_path(),
-            "daemon": daemon,
-            "jobs": jobs.jobs.iter().map(|j| job_json(j, &state)).collect::<Vec<_>>(),
-        });
-        out!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(0);
-    }
-    match &daemon {
-        Some(d) => out!("daemon: running ({d})"),
-        None => out!("daemon: not running (scheduled jobs run only while it runs: `backazon daemon` or `backazon service install`)"),
-    }
-    out!("jobs file: {}", path.display());
-    out!("log: {}", state.log_path().display());
-    for j in &jobs.jobs {
-        out!(
-            "\n{} — {} -> {}",
-            j.name,
-            j.job.schedule.as_deref().unwrap_or("by hand"),
-            j.job.repository
-        );
-        print_state(j, &state);
-    }
-    Ok(0)
-}
-
-/// The daemon's own lock in the state folder ('.' keeps it apart from job names).
-const DAEMON_LOCK: &str = ".daemon";
-
-pub fn daemon(ctx: &Ctx) -> Result<u8> {
-    let state = state_dir(ctx);
-    let _lock = state.lock_job(DAEMON_LOCK).map_err(|_| {
-        anyhow::anyhow!(
-            "a daemon is already running for {} ({})",
-            state.0.display(),
-            state.running(DAEMON_LOCK).unwrap_or_default()
-        )
-    })?;
-    crate::daemon::run(crate::daemon::ChildArgs {
-        config: absolute(&config_path(ctx))?,
-        state_dir: absolute(&state.0)?,
-        cache_dir: ctx.global.cache_dir.clone(),
-    })
 }
 
 fn record(state: &StateDir, name: &str, prune: bool, rec: RunRecord) -> Result<()> {
@@ -450,7 +402,7 @@ fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
     };
     record(&state, &r.name, false, rec.clone())?;
     let jctx = job_ctx(ctx, &j.job);
-    let outcome = crate::run_backup(&jctx, backup_args(&r.name, &j.job));
+    let outcome = super::backup::run(&jctx, backup_args(&r.name, &j.job));
     rec.finished = Some(Timestamp::now().to_string());
     let code = match &outcome {
         Ok((code, snap)) => {

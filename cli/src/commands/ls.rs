@@ -1,0 +1,101 @@
+//! `backazon ls SNAPSHOT[:PATH]`: the files of a snapshot, like `find`.
+
+use anyhow::Result;
+use backazon_engine::restore::{self};
+use backazon_engine::tree::{Node, NodeKind};
+use backazon_engine::{Id, Repository};
+
+use super::split_spec;
+use crate::ctx::Ctx;
+use crate::format::{self};
+
+fn node_json(path: &str, n: &Node) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "path": path,
+        "name": n.name.to_string_lossy(),
+        "type": n.kind,
+        "size": n.size,
+        "mode": n.mode,
+        "uid": n.uid,
+        "gid": n.gid,
+        "mtime": format::nanos_to_rfc3339(n.mtime),
+    });
+    if let Some(t) = &n.target {
+        v["target"] = t.to_string_lossy().into();
+    }
+    v
+}
+
+pub fn run(ctx: &Ctx, spec: &str, long: bool) -> Result<u8> {
+    let repo = ctx.open()?;
+    let (snap, path) = split_spec(spec);
+    let snap = repo.find_snapshot(snap)?;
+    let loaded = repo.load_index()?;
+    let index = &loaded.index;
+    let base = path.trim_end_matches('/');
+    let start = restore::find_node(&repo, index, &snap.snapshot.tree, base)?;
+    let mut out = Vec::new();
+    let mut stack: Vec<(String, Id)> = Vec::new();
+    match &start {
+        None => stack.push((String::new(), snap.snapshot.tree)),
+        Some(n) => {
+            out.push((base.to_string(), n.clone()));
+            if let Some(sub) = n.subtree {
+                stack.push((base.to_string(), sub));
+            }
+        }
+    }
+    let json = ctx.global.json;
+    let mut items = Vec::new();
+    let mut emit = |path: &str, n: &Node| {
+        if json {
+            items.push(node_json(path, n));
+        } else if long {
+            out!(
+                "{} {:>5} {:>5} {:>12} {}  {}{}",
+                format::mode_string(n),
+                n.uid,
+                n.gid,
+                n.size,
+                format::nanos_to_local(n.mtime),
+                path,
+                n.target
+                    .as_ref()
+                    .map(|t| format!(" -> {}", t.to_string_lossy()))
+                    .unwrap_or_default()
+            );
+        } else {
+            out!("{path}");
+        }
+    };
+    for (p, n) in &out {
+        emit(p, n);
+    }
+    // Depth-first, in name order, like `find`.
+    fn visit(
+        repo: &Repository,
+        index: &backazon_engine::index::Index,
+        path: &str,
+        tree: &Id,
+        emit: &mut dyn FnMut(&str, &Node),
+    ) -> Result<()> {
+        let t = repo.read_tree(index, tree)?;
+        for n in &t.nodes {
+            let p = format!("{path}/{}", n.name.to_string_lossy());
+            emit(&p, n);
+            if n.kind == NodeKind::Dir {
+                if let Some(sub) = &n.subtree {
+                    visit(repo, index, &p, sub, emit)?;
+                }
+            }
+        }
+        Ok(())
+    }
+    for (p, t) in stack {
+        visit(&repo, index, &p, &t, &mut emit)?;
+    }
+    if json {
+        out!("{}", serde_json::to_string_pretty(&items)?);
+    }
+    Ok(0)
+}
