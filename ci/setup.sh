@@ -6,6 +6,8 @@ need_apt=()
 command -v diff >/dev/null || need_apt+=(diffutils)
 # Mount tests: fusermount3 (unmounting a killed mount) and the FUSE device.
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
+# Restore tests on a folder that ignores case: an NTFS image (ntfs-3g, through FUSE).
+command -v lowntfs-3g >/dev/null || need_apt+=(ntfs-3g)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "missing ${need_apt[*]}: install them (apt-get install ${need_apt[*]})" >&2
@@ -25,3 +27,6 @@ if ! command -v garage >/dev/null && [ ! -x "$HOME/.cargo/bin/garage" ]; then
     echo "building the Garage S3 server once (cargo install garage)..." >&2
     cargo install garage --locked --version 2.5.0 --quiet
 fi
+# Windows tests: Debian's Rust with the std sources, mingw-w64 and Wine, and the Wine
+# prefix they run in (ci/windows.sh).
+bash ci/windows.sh setup

@@ -1,19 +1,34 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone: installs what the tests need (skipping what
-# is already there), builds once in release (tests and benchmarks share that build),
-# then runs every unit and end-to-end test. CI runs this through .ci/run.
+# is already there), builds once in release for Linux and once for Windows (tests and
+# benchmarks share those builds), then runs every unit and end-to-end test on Linux and
+# the unit tests of the engine, fs and cli under Wine; the Windows end-to-end tests
+# (tests/tests/windows.rs) drive backazon.exe under Wine from the Linux run.
+# CI runs this through .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash ci/setup.sh
 
 export CARGO_TERM_COLOR=never
+export WINEPREFIX="${WINEPREFIX:-$HOME/.wine-backazon}" WINEDEBUG=-all
 cargo build --release --workspace --bins
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+bash ci/windows.sh build
+linux=$(mktemp)
+windows=$(mktemp)
+# One Wine server for the whole run: each program under Wine then starts in milliseconds.
+bash ci/windows.sh start
+trap 'rm -f "$linux" "$windows"; bash ci/windows.sh stop' EXIT
 status=0
-cargo test --release --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
-# One closing line over every test binary, for people and for CI.
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+cargo test --release --workspace --no-fail-fast 2>&1 | tee "$linux" || status=$?
+echo "--- unit tests of the Windows build (engine, fs, cli), under Wine"
+bash ci/windows.sh test --no-fail-fast 2>&1 | tee "$windows" || status=$?
+# One closing line over every test binary, Linux and Windows, for people and for CI.
+# tests/windows.rs runs in the Linux pass but every test in it drives backazon.exe.
+awk '/Running / { exe = (FILENAME == ARGV[2] || $0 ~ /tests\/windows\.rs/) ? "w" : "l" }
+     /^test result:/ { for (i = 1; i <= NF; i++) {
+         if ($(i+1) ~ /^passed/) { p[exe] += $i; tp += $i }
+         if ($(i+1) ~ /^failed/) { f[exe] += $i; tf += $i } } }
+     END { printf "tests: %d passed, %d failed (Linux: %d passed, %d failed; Windows under Wine: %d passed, %d failed)\n",
+                  tp, tf, p["l"], f["l"], p["w"], f["w"] }' "$linux" "$windows"
 exit "$status"

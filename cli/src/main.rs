@@ -135,6 +135,14 @@ enum Command {
 fn main() -> ExitCode {
     sys::tune_allocator();
     let cli = Cli::parse();
+    // Windows: Ctrl-C ends a command with exit code 130, as a shell reports SIGINT on
+    // Unix (where the signal itself ends the process). What was stored stays: a
+    // backup only adds complete objects, and its lock is stale once the process is gone.
+    // `mount` and `daemon` stop cleanly on Ctrl-C instead.
+    #[cfg(windows)]
+    if !matches!(cli.command, Command::Mount { .. } | Command::Daemon) {
+        let _ = ctrlc::set_handler(|| std::process::exit(130));
+    }
     let ctx = Ctx { global: cli.global };
     match run(&ctx, cli.command) {
         Ok(code) => ExitCode::from(code),

@@ -126,7 +126,10 @@ fn match_tokens(t: &[Token], s: &[u8]) -> bool {
 
 impl Pattern {
     pub fn new(pattern: &str) -> Result<Pattern> {
-        let trimmed = pattern.trim_end_matches('/');
+        // On Windows `C:\Users\*\AppData` means `/C/Users/*/AppData`, and `\` escapes
+        // nothing (as in restic there).
+        let native = crate::sys::snapshot_path(pattern);
+        let trimmed = native.trim_end_matches('/');
         if trimmed.is_empty() {
             return Err(Error::Invalid(format!("empty pattern {pattern:?}")));
         }

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: run the real `backazon` binary against real
 //! repositories in temporary folders, generate trees with every kind of file, and
-//! compare trees byte for byte and metadata for metadata.
+//! compare trees byte for byte and metadata for metadata. The harness runs on Linux; it
+//! drives the Windows build, `backazon.exe`, through Wine (`wine`, tests/windows.rs).
+#![cfg(unix)]
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -14,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod garage;
 pub mod proxy;
+pub mod wine;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -99,7 +102,7 @@ impl Run {
         }
         panic!("the executable stayed busy")
     }
-    fn from(o: Output) -> Run {
+    pub fn from(o: Output) -> Run {
         Run {
             code: o.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -638,4 +641,197 @@ pub fn objects(repo: &Path, folder: &str) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// A tree every OS can hold as it is: no links, no special files, only names Windows
+/// takes (Unicode ones too), small and multi-chunk files, an empty file and folder, deep
+/// folders, a read-only file, and sub-second modification times. For snapshots that must
+/// cross between Linux and Windows byte for byte.
+pub fn generate_portable_tree(root: &Path, seed: u64) {
+    let mut rng = Rng::new(seed);
+    fs::create_dir_all(root.join("empty folder")).unwrap();
+    write(&root.join("empty"), b"");
+    write(&root.join("Documents/letter.txt"), &rng.text(20_000));
+    write(
+        &root.join("Documents/QuickBooks/company.qbw"),
+        &rng.text(3_000_000),
+    );
+    write(&root.join("Photos/IMG_0001.JPG"), &rng.noise(2_500_000));
+    write(&root.join("big/multi-chunk.bin"), &{
+        let mut v = rng.text(3 << 20);
+        v.extend(rng.noise(3 << 20));
+        v
+    });
+    for i in 0..120 {
+        let len = rng.below(3000) as usize;
+        write(
+            &root.join(format!("many/sub{}/f{i:04}.txt", i % 5)),
+            &rng.text(len),
+        );
+    }
+    let mut deep = root.join("deep");
+    for i in 0..20 {
+        deep = deep.join(format!("level{i:02}"));
+    }
+    write(&deep.join("bottom.txt"), b"at the bottom\n");
+    write(
+        &root.join("unicode/Résumé – naïve 日本語 🎉.txt"),
+        "ünïcödé".as_bytes(),
+    );
+    write(&root.join("perms/readonly.txt"), b"ro");
+    fs::set_permissions(
+        root.join("perms/readonly.txt"),
+        fs::Permissions::from_mode(0o444),
+    )
+    .unwrap();
+    set_mtime(
+        &root.join("Documents/letter.txt"),
+        946_684_800,
+        123_456_789,
+        true,
+    );
+    set_mtime(
+        &root.join("Photos/IMG_0001.JPG"),
+        1_700_000_000,
+        5_000_100,
+        true,
+    );
+}
+
+/// Asserts two trees hold the same names, kinds and file contents, file modification
+/// times to Windows' 100 ns, and read-only files read-only: what survives a trip
+/// through Windows.
+#[track_caller]
+pub fn assert_same_portable_tree(original: &Path, restored: &Path) {
+    let a = scan(original);
+    let b = scan(restored);
+    let mut names_a: Vec<_> = a.keys().cloned().collect();
+    let mut names_b: Vec<_> = b.keys().cloned().collect();
+    names_a.sort();
+    names_b.sort();
+    assert_eq!(
+        names_a
+            .iter()
+            .map(|n| String::from_utf8_lossy(n))
+            .collect::<Vec<_>>(),
+        names_b
+            .iter()
+            .map(|n| String::from_utf8_lossy(n))
+            .collect::<Vec<_>>(),
+        "names differ"
+    );
+    for (k, ea) in &a {
+        let eb = &b[k];
+        let what = String::from_utf8_lossy(k);
+        assert_eq!(ea.kind, eb.kind, "{what}: kind");
+        assert_eq!(ea.content, eb.content, "{what}: content");
+        assert_eq!(ea.size, eb.size, "{what}: size");
+        if ea.kind == libc::S_IFREG {
+            assert_eq!(ea.mtime.0, eb.mtime.0, "{what}: mtime seconds");
+            assert_eq!(ea.mtime.1 / 100, eb.mtime.1 / 100, "{what}: mtime 100 ns");
+            assert_eq!(
+                ea.mode & 0o200 == 0,
+                eb.mode & 0o200 == 0,
+                "{what}: read-only"
+            );
+        }
+    }
+}
+
+/// An entry of a snapshot made through the engine's API, as someone holding the key
+/// could make it (names in the order given: give them sorted).
+pub enum Crafted {
+    File(&'static [u8], Vec<u8>),
+    Dir(&'static [u8], Vec<Crafted>),
+    Link(&'static [u8], Vec<u8>),
+}
+
+/// Stores a snapshot of `entries` (at its root) and returns its id.
+pub fn craft_snapshot(
+    repo: &backazon_engine::Repository,
+    entries: Vec<Crafted>,
+) -> backazon_engine::Id {
+    use backazon_engine::pack::{BlobKind, PackBuilder};
+    use backazon_engine::tree::{Name, Node, NodeKind, Tree};
+    let keys = repo.keys().clone();
+    let mut data = PackBuilder::new(BlobKind::Data);
+    let mut trees = PackBuilder::new(BlobKind::Tree);
+    fn store(
+        keys: &backazon_engine::crypto::MasterKeys,
+        pack: &mut PackBuilder,
+        kind: BlobKind,
+        plain: &[u8],
+    ) -> backazon_engine::Id {
+        let id = keys.blob_id(plain);
+        let sealed = backazon_engine::blob::encode(
+            keys,
+            kind.object_type(),
+            Some(&id),
+            plain,
+            Default::default(),
+            kind == BlobKind::Tree,
+        );
+        pack.add(id, plain.len(), &sealed);
+        id
+    }
+    fn tree_of(
+        keys: &backazon_engine::crypto::MasterKeys,
+        data: &mut PackBuilder,
+        trees: &mut PackBuilder,
+        entries: Vec<Crafted>,
+    ) -> backazon_engine::Id {
+        let mut nodes = Vec::new();
+        for e in entries {
+            let node = match e {
+                Crafted::File(name, bytes) => Node {
+                    kind: NodeKind::File,
+                    mode: 0o644,
+                    size: bytes.len() as u64,
+                    mtime: 1_700_000_000_000_000_000,
+                    content: if bytes.is_empty() {
+                        vec![]
+                    } else {
+                        vec![store(keys, data, BlobKind::Data, &bytes)]
+                    },
+                    ..Node::layout_dir(Name(name.to_vec()))
+                },
+                Crafted::Dir(name, inner) => Node {
+                    subtree: Some(tree_of(keys, data, trees, inner)),
+                    ..Node::layout_dir(Name(name.to_vec()))
+                },
+                Crafted::Link(name, target) => Node {
+                    kind: NodeKind::Symlink,
+                    mode: 0o777,
+                    target: Some(Name(target)),
+                    ..Node::layout_dir(Name(name.to_vec()))
+                },
+            };
+            nodes.push(node);
+        }
+        store(keys, trees, BlobKind::Tree, &Tree { nodes }.to_bytes())
+    }
+    let root = tree_of(&keys, &mut data, &mut trees, entries);
+    let mut index = Vec::new();
+    for mut p in [data, trees] {
+        if p.is_empty() {
+            continue;
+        }
+        let f = p.finish(&keys);
+        let id = repo.write_pack(f.kind, &f.bytes).unwrap();
+        index.push((id, f.blobs));
+    }
+    repo.write_index(&index).unwrap();
+    repo.save_snapshot(&backazon_engine::snapshot::Snapshot {
+        time: "2026-01-01T00:00:00Z".into(),
+        tree: root,
+        paths: vec!["/".into()],
+        hostname: "crafted".into(),
+        username: "crafted".into(),
+        job: None,
+        tags: vec![],
+        parent: None,
+        program_version: "0".into(),
+        summary: Default::default(),
+    })
+    .unwrap()
 }

@@ -1,4 +1,5 @@
 //! Several passwords open one repository; changing one rewrites one key file.
+#![cfg(unix)]
 
 use backazon_e2e::*;
 

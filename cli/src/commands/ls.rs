@@ -29,6 +29,7 @@ fn node_json(path: &str, n: &Node) -> serde_json::Value {
 pub fn run(ctx: &Ctx, spec: &str, long: bool) -> Result<u8> {
     let repo = ctx.open()?;
     let (snap, path) = split_spec(spec);
+    let path = &backazon_engine::sys::snapshot_path(path);
     let snap = repo.find_snapshot(snap)?;
     let loaded = repo.load_index()?;
     let index = &loaded.index;

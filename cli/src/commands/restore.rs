@@ -21,6 +21,8 @@ pub fn run(
 ) -> Result<u8> {
     let repo = ctx.open()?;
     let (snap, path) = split_spec(spec);
+    // `C:\Users\alice` as the snapshot records it (`/C/Users/alice`) on Windows.
+    let path = &backazon_engine::sys::snapshot_path(path);
     let snap = repo.find_snapshot(snap)?;
     let loaded = repo.load_index()?;
     for p in &loaded.problems {
@@ -73,6 +75,9 @@ pub fn run(
             duration(started.elapsed())
         ));
     }
+    if !ctx.global.quiet && !ctx.global.json {
+        report_renamed_and_skipped(&summary);
+    }
     if summary.errors > 0 {
         eprintln!(
             "error: {} items could not be restored (named above); the rest was restored",
@@ -81,4 +86,27 @@ pub fn run(
         return Ok(EXIT_PARTIAL);
     }
     Ok(0)
+}
+
+/// How many renamed entries are named one by one on stderr; `--json` lists all.
+const NAMED: usize = 20;
+
+fn report_renamed_and_skipped(summary: &restore::RestoreSummary) {
+    for r in summary.renamed.iter().take(NAMED) {
+        eprintln!(
+            "note: {} restored as {} ({})",
+            r.path,
+            r.restored_as.display(),
+            r.reason.describe()
+        );
+    }
+    if summary.renamed.len() > NAMED {
+        eprintln!(
+            "note: {} more entries restored under another name (`restore --json` lists all, under \"renamed\")",
+            summary.renamed.len() - NAMED
+        );
+    }
+    for s in &summary.skipped {
+        eprintln!("note: {} not restored: {}", s.path, s.reason);
+    }
 }
