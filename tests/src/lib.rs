@@ -835,3 +835,60 @@ pub fn craft_snapshot(
     })
     .unwrap()
 }
+
+/// The tree in `tests/fixtures/repo-0.1.0`, a repository written by Backazon 0.1.0 (commit
+/// 7fac499, before Windows nodes existed): generated again here to compare a restore of
+/// it with. Everything in it is fixed, times included.
+pub fn generate_fixture_tree(root: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let mut rng = Rng::new(2026);
+    write(&root.join("Documents/letter.txt"), &rng.text(5_000));
+    write(&root.join("Documents/ledger.qbw"), &rng.text(40_000));
+    write(&root.join("Photos/IMG_0001.JPG"), &rng.noise(30_000));
+    write(
+        &root.join("unicode/Résumé 日本語.txt"),
+        "ünïcödé".as_bytes(),
+    );
+    write(
+        &root
+            .join("unicode")
+            .join(OsStr::from_bytes(b"latin1-caf\xe9.txt")),
+        b"not utf-8 name",
+    );
+    write(&root.join("empty"), b"");
+    fs::create_dir_all(root.join("empty folder")).unwrap();
+    std::os::unix::fs::symlink("../Documents/letter.txt", root.join("unicode/link")).unwrap();
+    write(&root.join("perms/script.sh"), b"#!/bin/sh\necho hi\n");
+    fs::set_permissions(
+        root.join("perms/script.sh"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    write(&root.join("perms/readonly"), b"ro");
+    fs::set_permissions(
+        root.join("perms/readonly"),
+        fs::Permissions::from_mode(0o444),
+    )
+    .unwrap();
+    let mut t = 1_600_000_000;
+    let mut all: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            all.push(p);
+        }
+    }
+    // Deepest first, so a folder's time is set after its entries'.
+    all.sort_by(|a, b| {
+        (std::cmp::Reverse(a.components().count()), a)
+            .cmp(&(std::cmp::Reverse(b.components().count()), b))
+    });
+    for p in all {
+        t += 1000;
+        set_mtime(&p, t, 250_000_000, false);
+    }
+}

@@ -313,3 +313,73 @@ fn several_paths_keep_their_places() {
         .join("other")
         .exists());
 }
+
+/// Where the fixture's tree was when Backazon 0.1.0 backed it up.
+const FIXTURE_SRC: &str = "/tmp/backazon-fixture/src";
+pub const FIXTURE_PASSWORD: &str = "fixture password";
+
+/// Makes `tests/fixtures/repo-0.1.0` again with the binary in BACKAZON_OLD_BIN (built from
+/// commit 7fac499). Run by hand: `BACKAZON_OLD_BIN=... cargo test --release -p
+/// backazon-e2e --test round_trip make_fixture -- --ignored`.
+#[test]
+#[ignore]
+fn make_fixture() {
+    let old = std::env::var_os("BACKAZON_OLD_BIN").expect("BACKAZON_OLD_BIN");
+    let src = std::path::Path::new(FIXTURE_SRC);
+    let _ = fs::remove_dir_all(src);
+    generate_fixture_tree(src);
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/repo-0.1.0");
+    let _ = fs::remove_dir_all(&repo);
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(&old)
+            .args(args)
+            .env("BACKAZON_REPOSITORY", &repo)
+            .env("BACKAZON_PASSWORD", FIXTURE_PASSWORD)
+            .arg("--no-cache")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run(&["init"]);
+    run(&["backup", "--host", "fixture", FIXTURE_SRC]);
+    // Empty data folders are not kept by git; a repository works without them.
+    for d in fs::read_dir(repo.join("data")).unwrap() {
+        let d = d.unwrap().path();
+        let _ = fs::remove_dir(d);
+    }
+}
+
+#[test]
+fn a_repository_written_by_0_1_0_restores_byte_for_byte() {
+    let env = Env::new("fixture");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/repo-0.1.0");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&fixture)
+        .arg(&env.repo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let with = |args: &[&str]| {
+        let mut c = env.command();
+        c.env("BACKAZON_PASSWORD", FIXTURE_PASSWORD).args(args);
+        Run::from_output(&mut c)
+    };
+    let target = env.dir.join("restored");
+    with(&[
+        "restore",
+        &format!("latest:{FIXTURE_SRC}"),
+        "--target",
+        target.to_str().unwrap(),
+    ])
+    .ok();
+    let expected = env.dir.join("expected");
+    generate_fixture_tree(&expected);
+    assert_same_tree(&expected, &target);
+    with(&["check", "--read-data"]).ok();
+    // A new backup into the old repository: both snapshots restore.
+    let more = env.dir.join("more");
+    write(&more.join("new.txt"), b"written by this version");
+    with(&["backup", more.to_str().unwrap()]).ok();
+    with(&["check", "--read-data"]).ok();
+}

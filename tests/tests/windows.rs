@@ -782,3 +782,33 @@ fn a_wrong_password_and_a_full_disk_end_as_on_linux() {
         fs::remove_dir_all(&repo).unwrap();
     }
 }
+
+#[test]
+fn the_exe_reads_a_repository_written_by_0_1_0() {
+    let env = Env::new("win-fixture");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/repo-0.1.0");
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&fixture)
+        .arg(&env.repo)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let with = |args: &[&str]| {
+        let mut c = env.wine_command();
+        c.env("BACKAZON_PASSWORD", "fixture password").args(args);
+        Run::from_output(&mut c)
+    };
+    with(&["check", "--read-data"]).ok();
+    let target = env.dir.join("restored");
+    with(&[
+        "restore",
+        "latest:/tmp/backazon-fixture/src/Documents",
+        "--target",
+        &win(&target),
+    ])
+    .ok();
+    let expected = env.dir.join("expected");
+    generate_fixture_tree(&expected);
+    assert_diff_clean(&expected.join("Documents"), &target);
+}
