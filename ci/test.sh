@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone: installs what the tests need (skipping what
 # is already there), builds once in release for Linux and once for Windows (tests and
-# benchmarks share those builds), then runs every unit and end-to-end test on Linux and
+# benchmarks share those builds), type-checks for macOS (ci/macos.sh), then runs every unit and end-to-end test on Linux and
 # the unit tests of the engine, fs and cli under Wine; the Windows end-to-end tests
 # (tests/tests/windows.rs) drive backazon.exe under Wine from the Linux run.
 # CI runs this through .ci/run.
@@ -14,6 +14,7 @@ export CARGO_TERM_COLOR=never
 export WINEPREFIX="${WINEPREFIX:-$HOME/.wine-backazon}" WINEDEBUG=-all
 cargo build --release --workspace --bins
 bash ci/windows.sh build
+bash ci/macos.sh check
 linux=$(mktemp)
 windows=$(mktemp)
 # One Wine server for the whole run: each program under Wine then starts in milliseconds.

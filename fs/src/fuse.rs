@@ -49,6 +49,8 @@ struct Adapter {
     /// The kernel lists folders without `opendir`/`releasedir` round trips, caching
     /// listings until a folder's mtime changes.
     no_opendir: AtomicBool,
+    /// Answer on the reading program's CPU (Linux only: `reader_cpu`).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     follow_reader: bool,
 }
 
@@ -353,7 +355,7 @@ impl fuser::Filesystem for Adapter {
         _size: u32,
         reply: ReplyXattr,
     ) {
-        reply.error(Errno::ENODATA);
+        reply.error(Errno::NO_XATTR);
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {

@@ -2,7 +2,7 @@
 //! repositories in temporary folders, generate trees with every kind of file, and
 //! compare trees byte for byte and metadata for metadata. The harness runs on Linux; it
 //! drives the Windows build, `backazon.exe`, through Wine (`wine`, tests/windows.rs).
-#![cfg(unix)]
+#![cfg(target_os = "linux")]
 
 use std::collections::HashMap;
 use std::ffi::OsStr;

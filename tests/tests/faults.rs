@@ -1,6 +1,6 @@
 //! Bad input and faults: wrong passwords, unreadable and changing files, altered objects,
 //! a backup killed with SIGKILL, hostile snapshots, a newer format, a missing repository.
-#![cfg(unix)]
+#![cfg(target_os = "linux")]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

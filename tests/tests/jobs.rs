@@ -3,7 +3,7 @@
 //! surviving a broken job and SIGTERM mid-run; a job refused while it runs; forget keeping
 //! what its rules say; prune shrinking the repository without losing a kept byte, also
 //! when it races a backup and when it is killed with SIGKILL.
-#![cfg(unix)]
+#![cfg(target_os = "linux")]
 
 use std::fs;
 use std::path::{Path, PathBuf};

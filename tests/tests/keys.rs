@@ -1,5 +1,5 @@
 //! Several passwords open one repository; changing one rewrites one key file.
-#![cfg(unix)]
+#![cfg(target_os = "linux")]
 
 use backazon_e2e::*;
 

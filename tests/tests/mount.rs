@@ -1,6 +1,6 @@
 //! `backazon mount` for real: a FUSE mount served by the binary, read by ordinary
 //! programs (`diff`, `cp`, `stat`), written to (and refused), stopped by signals.
-#![cfg(unix)]
+#![cfg(target_os = "linux")]
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;

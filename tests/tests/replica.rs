@@ -1,7 +1,7 @@
 //! A repository with a replica: every object in both places, reads that fall back to
 //! the replica when the primary's copy is missing or damaged, `replica sync` repairing
 //! either side, and a backup that completes when the replica cannot be reached.
-#![cfg(unix)]
+#![cfg(target_os = "linux")]
 
 use std::net::TcpListener;
 

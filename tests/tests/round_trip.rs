@@ -1,6 +1,6 @@
 //! Back up and restore real trees through the real binary: byte for byte and metadata for
 //! metadata, incremental runs, dedup, compression choices, selection and restore filters.
-#![cfg(unix)]
+#![cfg(target_os = "linux")]
 
 use std::fs;
 

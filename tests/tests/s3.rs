@@ -1,7 +1,7 @@
 //! Repositories in S3, against a real S3 server (Garage on 127.0.0.1, started by the
 //! test helpers): round trips through the binary, a mount of an S3 repository, and the
 //! messages for wrong credentials and a missing bucket.
-#![cfg(unix)]
+#![cfg(target_os = "linux")]
 
 use std::time::{Duration, Instant};
 

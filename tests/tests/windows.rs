@@ -9,7 +9,7 @@
 //! What Wine cannot show (README, "Windows"): it lists a Unix symlink as its target,
 //! its CreateSymbolicLinkW reports links it does not make, it has no Volume Shadow Copy
 //! service, and it cannot hold a name with an unpaired surrogate.
-#![cfg(unix)]
+#![cfg(target_os = "linux")]
 
 use std::fs;
 use std::io::{BufRead, BufReader};
