@@ -514,9 +514,22 @@ daily = 14
 monthly = 12
 "#;
 
+    /// An absolute path on this OS (`C:/home/...` on Windows).
+    fn abs(p: &str) -> String {
+        if cfg!(windows) {
+            format!("C:{p}")
+        } else {
+            p.to_string()
+        }
+    }
+
+    fn good() -> String {
+        GOOD.replace("/home/a/Documents", &abs("/home/a/Documents"))
+    }
+
     #[test]
     fn loads_a_good_file() {
-        let j = parse(Path::new("jobs.toml"), GOOD).unwrap();
+        let j = parse(Path::new("jobs.toml"), &good()).unwrap();
         assert_eq!(j.settings.max_concurrent, 1);
         assert_eq!(j.jobs.len(), 1);
         assert_eq!(j.jobs[0].job.keep.daily, Some(14));
@@ -525,18 +538,21 @@ monthly = 12
 
     #[test]
     fn messages_name_line_and_key() {
-        let e = err(&GOOD.replace("daily 02:00", "daily 25:00"));
+        let e = err(&good().replace("daily 02:00", "daily 25:00"));
         assert!(
             e.contains("line 5") && e.contains("jobs.docs.schedule"),
             "{e}"
         );
-        let e = err(&GOOD.replace("daily = 14", "dayly = 14"));
+        let e = err(&good().replace("daily = 14", "dayly = 14"));
         assert!(e.contains("line 12") && e.contains("dayly"), "{e}");
-        let e = err(&GOOD.replace("password_file = \"/root/pw\"", ""));
+        let e = err(&good().replace("password_file = \"/root/pw\"", ""));
         assert!(e.contains("password_file"), "{e}");
-        let e = err(&GOOD.replace("\"/home/a/Documents\"", "\"Documents\""));
+        let e = err(&good().replace(
+            &format!("\"{}\"", abs("/home/a/Documents")),
+            "\"Documents\"",
+        ));
         assert!(e.contains("not an absolute path"), "{e}");
-        let e = err(&GOOD.replace("jobs.docs", "jobs.\"my docs\""));
+        let e = err(&good().replace("jobs.docs", "jobs.\"my docs\""));
         assert!(e.contains("job name"), "{e}");
         let e = err("[jobs.x\nrepository = 1");
         assert!(e.contains("line 1"), "{e}");
@@ -548,10 +564,10 @@ monthly = 12
         let _ = fs::remove_dir_all(&dir);
         let path = dir.join("jobs.toml");
         fs::create_dir_all(&dir).unwrap();
-        fs::write(&path, format!("# mine\n{GOOD}")).unwrap();
+        fs::write(&path, format!("# mine\n{}", good())).unwrap();
         let job = Job {
             repository: "/r".into(),
-            paths: vec!["/p".into()],
+            paths: vec![abs("/p").into()],
             password_command: Some("echo pw".into()),
             schedule: Some("0 */5 * * * *".into()),
             keep: KeepRules {

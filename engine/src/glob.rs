@@ -1,6 +1,7 @@
 //! Glob patterns for excludes and restore filters, matched against paths as bytes.
 //! `*` matches within one path component, `**` across components, `?` one byte,
-//! `[abc]`/`[a-z]`/`[!x]` a class, `\` escapes. A pattern without `/` matches any single
+//! `[abc]`/`[a-z]`/`[!x]` a class, `\` escapes (on Windows `\` is a folder separator as
+//! `/` is, and `C:\...` the snapshot's `/C/...`). A pattern without `/` matches any single
 //! component (`*.tmp`, `node_modules`); one starting with `/` matches from the root;
 //! any other pattern with `/` matches at any depth (`Cache/*.db`).
 
@@ -195,7 +196,13 @@ mod tests {
         assert!(m("Library/Caches", "/Users/a/Library/Caches"));
         assert!(!m("Library/Caches", "/Users/a/MyLibrary/Caches"));
         assert!(m("/data/**", "/data/x/y"));
-        assert!(m("a\\*b", "/a*b"));
+        if crate::sys::WINDOWS_PATHS {
+            // `\` separates folders; a drive is the snapshot's top folder.
+            assert!(m(r"C:\Users\*\AppData", "/C/Users/alice/AppData"));
+            assert!(m(r"Library\Caches", "/C/Users/a/Library/Caches"));
+        } else {
+            assert!(m("a\\*b", "/a*b"));
+        }
         assert!(Pattern::new("[abc").is_err());
     }
 }
