@@ -74,7 +74,7 @@ clippy)
 start)
     # Wine starts its services (services.exe, rpcss, ...) with the first program and
     # they stay: started here with no standard streams, they hold no test's pipe open.
-    /usr/lib/wine/wineserver -p
+    /usr/lib/wine/wineserver -p 2>/dev/null || true  # already running: fine
     "$WINE" cmd /c exit </dev/null >/dev/null 2>&1 || true
     ;;
 stop) /usr/lib/wine/wineserver -k 2>/dev/null || true ;;

@@ -336,27 +336,7 @@ pub fn generate_tree(root: &Path, seed: u64, big_file: usize) {
     write(&root.join("docs/letter.txt"), &rng.text(20_000));
     write(&root.join("docs/ledger.qbw"), &rng.text(3_000_000));
     write(&root.join("photos/IMG_0001.JPG"), &rng.noise(2_500_000));
-    write(&root.join("big/multi-chunk.bin"), &{
-        let mut v = rng.text(big_file / 2);
-        v.extend(rng.noise(big_file - big_file / 2));
-        v
-    });
-    for i in 0..300 {
-        let len = rng.below(3000) as usize;
-        write(
-            &root.join(format!("many/sub{}/f{i:04}.txt", i % 7)),
-            &rng.text(len),
-        );
-    }
-    let mut deep = root.join("deep");
-    for i in 0..40 {
-        deep = deep.join(format!("level{i:02}"));
-    }
-    write(&deep.join("bottom.txt"), b"at the bottom\n");
-    write(
-        &root.join("unicode/Résumé – naïve 日本語 🎉.txt"),
-        "ünïcödé".as_bytes(),
-    );
+    many_files(root, &mut rng, big_file, 300, 40);
     let raw = root
         .join("unicode")
         .join(OsStr::from_bytes(b"latin1-caf\xe9.txt"));
@@ -399,6 +379,32 @@ pub fn generate_tree(root: &Path, seed: u64, big_file: usize) {
     ); // 2000-01-01
     set_mtime(&root.join("links/relative"), 1_000_000_000, 0, false);
     set_mtime(&root.join("docs"), 1_234_567_890, 5, true);
+}
+
+/// What both generated trees hold: a multi-chunk file, `small` small files in seven
+/// folders, a file `depth` folders down, and a Unicode name.
+fn many_files(root: &Path, rng: &mut Rng, big_file: usize, small: usize, depth: usize) {
+    write(&root.join("big/multi-chunk.bin"), &{
+        let mut v = rng.text(big_file / 2);
+        v.extend(rng.noise(big_file - big_file / 2));
+        v
+    });
+    for i in 0..small {
+        let len = rng.below(3000) as usize;
+        write(
+            &root.join(format!("many/sub{}/f{i:04}.txt", i % 7)),
+            &rng.text(len),
+        );
+    }
+    let mut deep = root.join("deep");
+    for i in 0..depth {
+        deep = deep.join(format!("level{i:02}"));
+    }
+    write(&deep.join("bottom.txt"), b"at the bottom\n");
+    write(
+        &root.join("unicode/Résumé – naïve 日本語 🎉.txt"),
+        "ünïcödé".as_bytes(),
+    );
 }
 
 /// Everything `compare_trees` looks at for one entry.
@@ -657,27 +663,7 @@ pub fn generate_portable_tree(root: &Path, seed: u64) {
         &rng.text(3_000_000),
     );
     write(&root.join("Photos/IMG_0001.JPG"), &rng.noise(2_500_000));
-    write(&root.join("big/multi-chunk.bin"), &{
-        let mut v = rng.text(3 << 20);
-        v.extend(rng.noise(3 << 20));
-        v
-    });
-    for i in 0..120 {
-        let len = rng.below(3000) as usize;
-        write(
-            &root.join(format!("many/sub{}/f{i:04}.txt", i % 5)),
-            &rng.text(len),
-        );
-    }
-    let mut deep = root.join("deep");
-    for i in 0..20 {
-        deep = deep.join(format!("level{i:02}"));
-    }
-    write(&deep.join("bottom.txt"), b"at the bottom\n");
-    write(
-        &root.join("unicode/Résumé – naïve 日本語 🎉.txt"),
-        "ünïcödé".as_bytes(),
-    );
+    many_files(root, &mut rng, 6 << 20, 120, 20);
     write(&root.join("perms/readonly.txt"), b"ro");
     fs::set_permissions(
         root.join("perms/readonly.txt"),
@@ -834,6 +820,33 @@ pub fn craft_snapshot(
         summary: Default::default(),
     })
     .unwrap()
+}
+
+/// Where the fixture's tree was when Backazon 0.1.0 backed it up, and its password.
+pub const FIXTURE_SRC: &str = "/tmp/backazon-fixture/src";
+pub const FIXTURE_PASSWORD: &str = "fixture password";
+
+/// A copy of `tests/fixtures/repo-0.1.0` as this test's repository (commands write
+/// locks and caches: the committed one stays as it is).
+pub fn copy_fixture_repo(env: &Env) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/repo-0.1.0");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(&fixture)
+        .arg(&env.repo)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+}
+
+/// Waits for `f` to hold, checking every 100 ms; the test fails after `timeout`.
+#[track_caller]
+pub fn wait_until(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// The tree in `tests/fixtures/repo-0.1.0`, a repository written by Backazon 0.1.0 (commit

@@ -29,15 +29,6 @@ fn snapshots(env: &Env, job: Option<&str>) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[track_caller]
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn state_dir(env: &Env) -> PathBuf {
     env.dir.join(".local/state/backazon")
 }

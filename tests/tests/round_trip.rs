@@ -314,10 +314,6 @@ fn several_paths_keep_their_places() {
         .exists());
 }
 
-/// Where the fixture's tree was when Backazon 0.1.0 backed it up.
-const FIXTURE_SRC: &str = "/tmp/backazon-fixture/src";
-pub const FIXTURE_PASSWORD: &str = "fixture password";
-
 /// Makes `tests/fixtures/repo-0.1.0` again with the binary in BACKAZON_OLD_BIN (built from
 /// commit 7fac499). Run by hand: `BACKAZON_OLD_BIN=... cargo test --release -p
 /// backazon-e2e --test round_trip make_fixture -- --ignored`.
@@ -352,14 +348,7 @@ fn make_fixture() {
 #[test]
 fn a_repository_written_by_0_1_0_restores_byte_for_byte() {
     let env = Env::new("fixture");
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/repo-0.1.0");
-    let status = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(&fixture)
-        .arg(&env.repo)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    copy_fixture_repo(&env);
     let with = |args: &[&str]| {
         let mut c = env.command();
         c.env("BACKAZON_PASSWORD", FIXTURE_PASSWORD).args(args);

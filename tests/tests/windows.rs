@@ -15,7 +15,7 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backazon_e2e::wine::{self, recorded, win};
 use backazon_e2e::*;
@@ -43,15 +43,6 @@ fn drive_c(name: &str) -> DriveC {
         .into_owned();
     let windows = format!(r"C:\users\root\{rel}");
     DriveC { _dir: dir, windows }
-}
-
-#[track_caller]
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -786,24 +777,17 @@ fn a_wrong_password_and_a_full_disk_end_as_on_linux() {
 #[test]
 fn the_exe_reads_a_repository_written_by_0_1_0() {
     let env = Env::new("win-fixture");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/repo-0.1.0");
-    let copied = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(&fixture)
-        .arg(&env.repo)
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    copy_fixture_repo(&env);
     let with = |args: &[&str]| {
         let mut c = env.wine_command();
-        c.env("BACKAZON_PASSWORD", "fixture password").args(args);
+        c.env("BACKAZON_PASSWORD", FIXTURE_PASSWORD).args(args);
         Run::from_output(&mut c)
     };
     with(&["check", "--read-data"]).ok();
     let target = env.dir.join("restored");
     with(&[
         "restore",
-        "latest:/tmp/backazon-fixture/src/Documents",
+        &format!("latest:{FIXTURE_SRC}/Documents"),
         "--target",
         &win(&target),
     ])

@@ -164,11 +164,8 @@ pub fn node_from_metadata(name: Name, md: &Metadata) -> Node {
     };
     let mtime = filetime_to_ns(md.last_write_time());
     Node {
-        name,
         kind,
         mode,
-        uid: 0,
-        gid: 0,
         size: if kind == NodeKind::File { md.len() } else { 0 },
         mtime,
         // As on Unix: listing a folder moves its access time.
@@ -177,16 +174,10 @@ pub fn node_from_metadata(name: Name, md: &Metadata) -> Node {
         } else {
             filetime_to_ns(md.last_access_time())
         },
-        ctime: 0,
         created: filetime_to_ns(md.creation_time()),
         attributes,
-        inode: 0,
-        device: 0,
-        links: 0,
-        rdev: 0,
-        target: None,
-        content: Vec::new(),
-        subtree: None,
+        // Owner, change time, inode and links stay 0: Windows has none to give here.
+        ..Node::layout_dir(name)
     }
 }
 
