@@ -80,20 +80,7 @@ enum Command {
         read_data: bool,
     },
     /// Show every snapshot as a read-only folder (Windows: a drive letter) until Ctrl-C
-    Mount {
-        /// An empty folder (Windows: a free drive letter such as B:)
-        mountpoint: PathBuf,
-        /// Memory for decoded chunks and folders
-        #[arg(long, default_value = "64MiB", value_parser = crate::format::parse_size)]
-        cache_size: u64,
-        /// Let other users see the drive (needs user_allow_other in /etc/fuse.conf)
-        #[arg(long)]
-        allow_other: bool,
-        /// Let the drive's threads run on any CPU, instead of on the CPU of the one
-        /// program reading it (Linux)
-        #[arg(long)]
-        no_follow_reader: bool,
-    },
+    Mount(mount::MountArgs),
     /// Compare the repository with its replica (--replica), or copy what one side lacks
     Replica {
         #[command(subcommand)]
@@ -140,7 +127,7 @@ fn main() -> ExitCode {
     // backup only adds complete objects, and its lock is stale once the process is gone.
     // `mount` and `daemon` stop cleanly on Ctrl-C instead.
     #[cfg(windows)]
-    if !matches!(cli.command, Command::Mount { .. } | Command::Daemon) {
+    if !matches!(cli.command, Command::Mount(_) | Command::Daemon) {
         let _ = ctrlc::set_handler(|| std::process::exit(130));
     }
     let ctx = Ctx { global: cli.global };
@@ -178,12 +165,7 @@ fn run(ctx: &Ctx, command: Command) -> Result<u8> {
             exclude,
         } => restore::run(ctx, &snapshot, target, &include, &exclude),
         Command::Check { read_data } => check::run(ctx, read_data),
-        Command::Mount {
-            mountpoint,
-            cache_size,
-            allow_other,
-            no_follow_reader,
-        } => mount::run(ctx, &mountpoint, cache_size, allow_other, !no_follow_reader),
+        Command::Mount(args) => mount::run(ctx, &args),
         Command::Replica { command } => replica::run(ctx, command),
         Command::Forget(args) => forget::run(ctx, &args),
         Command::Prune {

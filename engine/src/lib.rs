@@ -8,6 +8,7 @@ pub mod blob;
 pub mod cache;
 pub mod check;
 pub mod chunker;
+pub mod craft;
 pub mod crypto;
 pub mod error;
 pub mod forget;

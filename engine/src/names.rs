@@ -225,7 +225,7 @@ pub fn windows_escape(name: &[u8]) -> Option<Vec<u8>> {
 
 /// A name's key in a folder that ignores case: each character's simple upper case, as
 /// NTFS compares names (one character for one, so `ß` stays `ß`).
-fn fold(name: &[u8]) -> Vec<u8> {
+pub fn fold(name: &[u8]) -> Vec<u8> {
     match std::str::from_utf8(name) {
         Ok(s) if s.is_ascii() => s.to_ascii_uppercase().into_bytes(),
         Ok(s) => {

@@ -18,9 +18,9 @@ pub mod fuse;
 #[cfg(target_os = "linux")]
 mod reader_cpu;
 mod walk;
-// `winfsp.rs`, the Windows adapter, is not built yet: the `winfsp` crate's bindings build
-// only for MSVC targets, and the Windows build here is GNU. The drive letter is the next
-// step (README, "Browsing snapshots as a drive"); `backazon mount` on Windows says so.
+#[cfg(windows)]
+pub mod winfsp;
+pub mod winview;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -82,6 +82,12 @@ pub struct Attr {
     pub atime: i64,
     pub mtime: i64,
     pub ctime: i64,
+    /// Creation time (nanoseconds since the Unix epoch), 0 when not recorded (Windows
+    /// records it; Linux does not).
+    pub created: i64,
+    /// Windows file attributes as recorded (`FILE_ATTRIBUTE_*`), 0 for a node made
+    /// elsewhere.
+    pub attributes: u32,
     /// A snapshot's contents never change: adapters may cache this for long.
     pub immutable: bool,
 }
@@ -704,6 +710,8 @@ impl Inner {
             atime: v.mtime,
             mtime: v.mtime,
             ctime: v.mtime,
+            created: v.mtime,
+            attributes: 0,
             immutable: false,
         }
     }
@@ -730,6 +738,8 @@ impl Inner {
             atime: n.atime,
             mtime: n.mtime,
             ctime: n.ctime,
+            created: n.created,
+            attributes: n.attributes,
             immutable: true,
         }
     }

@@ -724,102 +724,14 @@ pub fn assert_same_portable_tree(original: &Path, restored: &Path) {
     }
 }
 
-/// An entry of a snapshot made through the engine's API, as someone holding the key
-/// could make it (names in the order given: give them sorted).
-pub enum Crafted {
-    File(&'static [u8], Vec<u8>),
-    Dir(&'static [u8], Vec<Crafted>),
-    Link(&'static [u8], Vec<u8>),
-}
+pub use backazon_engine::craft::Crafted;
 
 /// Stores a snapshot of `entries` (at its root) and returns its id.
 pub fn craft_snapshot(
     repo: &backazon_engine::Repository,
     entries: Vec<Crafted>,
 ) -> backazon_engine::Id {
-    use backazon_engine::pack::{BlobKind, PackBuilder};
-    use backazon_engine::tree::{Name, Node, NodeKind, Tree};
-    let keys = repo.keys().clone();
-    let mut data = PackBuilder::new(BlobKind::Data);
-    let mut trees = PackBuilder::new(BlobKind::Tree);
-    fn store(
-        keys: &backazon_engine::crypto::MasterKeys,
-        pack: &mut PackBuilder,
-        kind: BlobKind,
-        plain: &[u8],
-    ) -> backazon_engine::Id {
-        let id = keys.blob_id(plain);
-        let sealed = backazon_engine::blob::encode(
-            keys,
-            kind.object_type(),
-            Some(&id),
-            plain,
-            Default::default(),
-            kind == BlobKind::Tree,
-        );
-        pack.add(id, plain.len(), &sealed);
-        id
-    }
-    fn tree_of(
-        keys: &backazon_engine::crypto::MasterKeys,
-        data: &mut PackBuilder,
-        trees: &mut PackBuilder,
-        entries: Vec<Crafted>,
-    ) -> backazon_engine::Id {
-        let mut nodes = Vec::new();
-        for e in entries {
-            let node = match e {
-                Crafted::File(name, bytes) => Node {
-                    kind: NodeKind::File,
-                    mode: 0o644,
-                    size: bytes.len() as u64,
-                    mtime: 1_700_000_000_000_000_000,
-                    content: if bytes.is_empty() {
-                        vec![]
-                    } else {
-                        vec![store(keys, data, BlobKind::Data, &bytes)]
-                    },
-                    ..Node::layout_dir(Name(name.to_vec()))
-                },
-                Crafted::Dir(name, inner) => Node {
-                    subtree: Some(tree_of(keys, data, trees, inner)),
-                    ..Node::layout_dir(Name(name.to_vec()))
-                },
-                Crafted::Link(name, target) => Node {
-                    kind: NodeKind::Symlink,
-                    mode: 0o777,
-                    target: Some(Name(target)),
-                    ..Node::layout_dir(Name(name.to_vec()))
-                },
-            };
-            nodes.push(node);
-        }
-        store(keys, trees, BlobKind::Tree, &Tree { nodes }.to_bytes())
-    }
-    let root = tree_of(&keys, &mut data, &mut trees, entries);
-    let mut index = Vec::new();
-    for mut p in [data, trees] {
-        if p.is_empty() {
-            continue;
-        }
-        let f = p.finish(&keys);
-        let id = repo.write_pack(f.kind, &f.bytes).unwrap();
-        index.push((id, f.blobs));
-    }
-    repo.write_index(&index).unwrap();
-    repo.save_snapshot(&backazon_engine::snapshot::Snapshot {
-        time: "2026-01-01T00:00:00Z".into(),
-        tree: root,
-        paths: vec!["/".into()],
-        hostname: "crafted".into(),
-        username: "crafted".into(),
-        job: None,
-        tags: vec![],
-        parent: None,
-        program_version: "0".into(),
-        summary: Default::default(),
-    })
-    .unwrap()
+    backazon_engine::craft::craft_snapshot(repo, entries).unwrap()
 }
 
 /// Where the fixture's tree was when Backazon 0.1.0 backed it up, and its password.

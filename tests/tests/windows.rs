@@ -5,7 +5,7 @@
 //! file held open without sharing; the jobs file and state in the user's AppData; the
 //! daemon running a due job and catching up a missed one; Ctrl-C; and the messages and
 //! exit codes of a wrong password and a full disk, beside the Linux binary's; and `mount`
-//! saying, at once, that this build has no drive letter yet.
+//! on a machine without WinFsp.
 //!
 //! What Wine cannot show (README, "Windows"): it lists a Unix symlink as its target,
 //! its CreateSymbolicLinkW reports links it does not make, it has no Volume Shadow Copy
@@ -318,12 +318,9 @@ fn link_beside_a_folder(env: &Env, outside: &Path) {
     craft_snapshot(
         &repo,
         vec![
-            Crafted::Dir(
-                b"A",
-                vec![Crafted::File(b"inside.txt", b"stays inside".to_vec())],
-            ),
-            Crafted::Link(b"a", outside.as_os_str().as_encoded_bytes().to_vec()),
-            Crafted::File(b"b.txt", b"file b".to_vec()),
+            Crafted::dir(b"A", vec![Crafted::file(b"inside.txt", b"stays inside")]),
+            Crafted::link(b"a", outside.as_os_str().as_encoded_bytes()),
+            Crafted::file(b"b.txt", b"file b"),
         ],
     );
 }
@@ -443,13 +440,13 @@ fn linux_restores_onto_a_folder_that_ignores_case_without_following_or_losing_an
     craft_snapshot(
         &repo,
         vec![
-            Crafted::Dir(
+            Crafted::dir(
                 b"Docs",
-                vec![Crafted::File(b"inside.txt", b"in the folder".to_vec())],
+                vec![Crafted::file(b"inside.txt", b"in the folder")],
             ),
-            Crafted::File(b"README", b"upper".to_vec()),
-            Crafted::File(b"docs", b"a file named like the folder".to_vec()),
-            Crafted::File(b"readme", b"lower".to_vec()),
+            Crafted::file(b"README", b"upper"),
+            Crafted::file(b"docs", b"a file named like the folder"),
+            Crafted::file(b"readme", b"lower"),
         ],
     );
     drop(repo);
@@ -799,17 +796,21 @@ fn the_exe_reads_a_repository_written_by_0_1_0() {
 }
 
 #[test]
-fn mount_says_it_is_not_in_this_build_and_what_to_do_instead() {
-    // The drive-letter mount needs WinFsp (the next release); until then the command
-    // exists, fails at once with exit 1, and points at restore — it never hangs or
-    // half-mounts, and it does not ask for the password first.
+fn mount_without_winfsp_says_what_to_install_before_asking_for_the_password() {
+    // Wine has no WinFsp (its driver cannot run there): `mount` fails at once with
+    // exit 1, says where to get WinFsp and what to do meanwhile, and neither asks for
+    // the password nor opens the repository.
     let env = Env::init("win-mount");
-    let r = env.wine(&["mount", "B:"]);
+    let mut c = env.wine_command();
+    c.env_remove("BACKAZON_PASSWORD").args(["mount", "B:"]);
+    let r = Run::from_output(&mut c);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("not in this Windows build"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("WinFsp is not installed"), "{}", r.stderr);
+    assert!(r.stderr.contains("https://winfsp.dev/rel/"), "{}", r.stderr);
     assert!(r.stderr.contains("backazon restore"), "{}", r.stderr);
+    assert!(!r.stderr.contains("password"), "{}", r.stderr);
+    // --network and `*` are understood the same way.
+    let r = env.wine(&["mount", "*", "--network"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("WinFsp is not installed"), "{}", r.stderr);
 }

@@ -1,7 +1,8 @@
 //! What the command line does differently per OS, one file per OS: stop signals
 //! (SIGINT/SIGTERM/SIGHUP through `signal-hook`; Ctrl-C and closing the console through
 //! `ctrlc` on Windows), stopping a child, running a shell command, where the jobs file
-//! and the state live, watching the jobs file, and allocator tuning. Commands call
+//! and the state live, watching the jobs file, allocator tuning, and (Windows) whether the console is
+//! elevated. Commands call
 //! these and never ask which OS they run on.
 
 #[cfg(unix)]
@@ -13,6 +14,8 @@ mod windows;
 #[cfg(windows)]
 use windows as imp;
 
+#[cfg(windows)]
+pub use imp::elevated;
 #[cfg(unix)]
 pub use imp::mount_owner;
 pub use imp::{

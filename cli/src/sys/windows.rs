@@ -22,6 +22,33 @@ pub fn stop_signals() -> Result<Receiver<Signal>> {
     Ok(rx)
 }
 
+/// Whether this process runs elevated (as administrator, after a UAC prompt).
+pub fn elevated() -> bool {
+    use windows_sys::Win32::Security::{
+        GetTokenInformation, TokenElevation, TOKEN_ELEVATION, TOKEN_QUERY,
+    };
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+    // SAFETY: the token handle is checked and closed; the output is a plain struct of the
+    // size given.
+    unsafe {
+        let mut token = std::ptr::null_mut();
+        if OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) == 0 {
+            return false;
+        }
+        let mut e = TOKEN_ELEVATION { TokenIsElevated: 0 };
+        let mut len = 0u32;
+        let ok = GetTokenInformation(
+            token,
+            TokenElevation,
+            &mut e as *mut TOKEN_ELEVATION as *mut std::ffi::c_void,
+            std::mem::size_of::<TOKEN_ELEVATION>() as u32,
+            &mut len,
+        );
+        CloseHandle(token);
+        ok != 0 && e.TokenIsElevated != 0
+    }
+}
+
 /// Stops a child at once (Windows has no polite signal for a process without a
 /// console of its own): it ends as a backup killed at any moment does, with everything
 /// stored so far kept.
