@@ -107,6 +107,26 @@ impl Host {
         Ok(buf)
     }
 
+    /// GetDirInfoByName in folder `ctx`: the name of the record it filled.
+    fn dir_info_by_name(&self, ctx: Ctx, name: &str) -> Result<String, NtStatus> {
+        let mut buf = vec![0u64; 128];
+        let name = wstr(name);
+        let s = unsafe {
+            (INTERFACE.get_dir_info_by_name.unwrap())(
+                self.fs(),
+                ctx,
+                name.as_ptr(),
+                buf.as_mut_ptr() as *mut DirInfo,
+            )
+        };
+        if s != STATUS_SUCCESS {
+            return Err(s);
+        }
+        let size = unsafe { *(buf.as_ptr() as *const u16) } as u32;
+        let (records, _) = parse_dir_buffer(&buf, size);
+        Ok(records[0].0.clone())
+    }
+
     /// One ReadDirectory call: the records it filled, and whether it ended the listing.
     fn read_dir(
         &self,
@@ -404,29 +424,11 @@ fn a_folder_of_50000_entries_reads_whole_through_read_directory_at_any_buffer_si
         );
     }
     // GetDirInfoByName finds one entry ignoring case, with its shown name.
-    let mut buf = vec![0u64; 128];
-    let name = wstr("F00042.TXT");
-    let s = unsafe {
-        (INTERFACE.get_dir_info_by_name.unwrap())(
-            h.fs(),
-            ctx,
-            name.as_ptr(),
-            buf.as_mut_ptr() as *mut DirInfo,
-        )
-    };
-    assert_eq!(s, STATUS_SUCCESS);
-    let (records, _) = parse_dir_buffer(&buf, unsafe { *(buf.as_ptr() as *const u16) } as u32);
-    assert_eq!(records[0].0, "f00042.txt");
-    let name = wstr("f99999.txt");
-    let s = unsafe {
-        (INTERFACE.get_dir_info_by_name.unwrap())(
-            h.fs(),
-            ctx,
-            name.as_ptr(),
-            buf.as_mut_ptr() as *mut DirInfo,
-        )
-    };
-    assert_eq!(s, STATUS_OBJECT_NAME_NOT_FOUND);
+    assert_eq!(h.dir_info_by_name(ctx, "F00042.TXT").unwrap(), "f00042.txt");
+    assert_eq!(
+        h.dir_info_by_name(ctx, "f99999.txt").unwrap_err(),
+        STATUS_OBJECT_NAME_NOT_FOUND
+    );
     h.close(ctx);
     // The same pages through the view alone (the marker rule, without buffers).
     let c = crafted(
