@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -20,6 +20,7 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
 use crate::jobs::{self, Jobs, RunRecord, StateDir};
+use crate::sys::Signal;
 
 enum Event {
     Stop(&'static str),
@@ -72,8 +73,9 @@ pub struct ChildArgs {
     pub cache_dir: Option<PathBuf>,
 }
 
-pub fn run(args: ChildArgs) -> Result<u8> {
-    let signals = crate::sys::stop_signals()?;
+/// Runs until a stop request arrives on `signals` (the OS's signals in a console, the
+/// service manager's stop under a Windows service).
+pub fn run(args: ChildArgs, signals: Receiver<Signal>) -> Result<u8> {
     let state = StateDir(args.state_dir.clone());
     let jobs = jobs::load(&args.config)?;
     let mut d = Daemon {
@@ -104,8 +106,8 @@ pub fn run(args: ChildArgs) -> Result<u8> {
             .spawn(move || {
                 for sig in signals {
                     let ev = match sig {
-                        crate::sys::Signal::Reload => Event::Reload("SIGHUP"),
-                        crate::sys::Signal::Stop(name) => Event::Stop(name),
+                        Signal::Reload => Event::Reload("SIGHUP"),
+                        Signal::Stop(name) => Event::Stop(name),
                     };
                     if tx.send(ev).is_err() {
                         return;

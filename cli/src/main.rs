@@ -107,7 +107,7 @@ enum Command {
     Daemon,
     /// Per job: last run, its result, next run
     Status,
-    /// Install the daemon as a service (systemd user unit, launchd agent, Windows task)
+    /// Run the daemon as a service (systemd user unit, launchd agent, Windows service)
     Service {
         #[command(subcommand)]
         command: service::ServiceCommand,
@@ -127,7 +127,14 @@ fn main() -> ExitCode {
     // backup only adds complete objects, and its lock is stale once the process is gone.
     // `mount` and `daemon` stop cleanly on Ctrl-C instead.
     #[cfg(windows)]
-    if !matches!(cli.command, Command::Mount(_) | Command::Daemon) {
+    if !matches!(
+        cli.command,
+        Command::Mount(_)
+            | Command::Daemon
+            | Command::Service {
+                command: service::ServiceCommand::Run(_)
+            }
+    ) {
         let _ = ctrlc::set_handler(|| std::process::exit(130));
     }
     let ctx = Ctx { global: cli.global };

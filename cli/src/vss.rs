@@ -8,8 +8,9 @@
 //! metadata the crate is generated from), so its table of methods is declared here in
 //! the order of vsbackup.h and only the methods used are typed.
 //!
-//! Not built or run here: the project is developed on Linux, and the engine does not yet
-//! build for Windows (it reads Unix file metadata). README says so.
+//! Built into backazon.exe by the cross build here and run under Wine, which has no
+//! shadow copy service: there `--vss` ends with a clear error, exit 1 (a test in
+//! tests/tests/windows.rs). A real shadow copy needs real Windows; README says so.
 
 /// The methods of `IVssBackupComponents` after IUnknown's three, in vsbackup.h order.
 /// The slot numbers used below are looked up in this table, so they cannot drift from it.

@@ -622,8 +622,21 @@ fn jobs_file_errors_name_line_and_key_and_the_service_unit_is_valid() {
     );
     fs::remove_file(&path).unwrap();
 
-    let r = env.run(&["service", "install", "--no-start"]).ok();
     let unit = env.dir.join(".config/systemd/user/backazon.service");
+    // The dry run prints the unit it would write and the commands it would run.
+    let dry = env.run(&["service", "install", "--dry-run"]).ok().stdout;
+    assert!(!unit.exists(), "the dry run wrote nothing");
+    assert!(
+        dry.contains(&format!("would write {}", unit.display())),
+        "{dry}"
+    );
+    assert!(
+        dry.contains("would run: systemctl --user enable --now backazon.service"),
+        "{dry}"
+    );
+    let st = env.run(&["service", "status", "--json"]).ok().json();
+    assert_eq!(st["installed"], false, "{st}");
+    let r = env.run(&["service", "install", "--no-start"]).ok();
     assert!(r.stdout.contains("backazon.service"), "{}", r.stdout);
     let text = fs::read_to_string(&unit).unwrap();
     assert!(
@@ -631,6 +644,9 @@ fn jobs_file_errors_name_line_and_key_and_the_service_unit_is_valid() {
         "{text}"
     );
     assert!(text.contains("WantedBy=default.target"));
+    assert!(dry.contains(&text), "the dry run printed this unit: {dry}");
+    let st = env.run(&["service", "status", "--json"]).ok().json();
+    assert_eq!(st["installed"], true, "{st}");
     if let Ok(out) = std::process::Command::new("systemd-analyze")
         .args(["verify"])
         .arg(&unit)

@@ -5,7 +5,7 @@
 //! file held open without sharing; the jobs file and state in the user's AppData; the
 //! daemon running a due job and catching up a missed one; Ctrl-C; and the messages and
 //! exit codes of a wrong password and a full disk, beside the Linux binary's; and `mount`
-//! on a machine without WinFsp.
+//! on a machine without WinFsp; the daemon as a Windows service.
 //!
 //! What Wine cannot show (README, "Windows"): it lists a Unix symlink as its target,
 //! its CreateSymbolicLinkW reports links it does not make, it has no Volume Shadow Copy
@@ -813,4 +813,141 @@ fn mount_without_winfsp_says_what_to_install_before_asking_for_the_password() {
     let r = env.wine(&["mount", "*", "--network"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("WinFsp is not installed"), "{}", r.stderr);
+}
+
+#[test]
+fn the_daemon_runs_as_a_windows_service_catches_up_and_is_removed() {
+    // Wine's service manager is real enough for this: it registers the service, starts
+    // backazon.exe as a service process, sends it Stop, and removes it. What it lacks
+    // (delayed start, restart after a failure) `service install` reports as notes.
+    let env = Env::init("win-service");
+    let src = env.dir.join("src");
+    write(&src.join("a.txt"), b"service data");
+    let pw = env.dir.join("pw");
+    fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    let config = env.dir.join("jobs.toml");
+    let state = env.dir.join("state");
+    let job = |name: &str, schedule: &str| {
+        format!(
+            "[jobs.{name}]\nrepository = '{}'\npaths = ['{}']\nschedule = \"{schedule}\"\npassword_file = '{}'\n",
+            win(&env.repo),
+            win(&src),
+            win(&pw)
+        )
+    };
+    fs::write(
+        &config,
+        job("often", "*/2 * * * * *") + &job("nightly", "daily 03:00"),
+    )
+    .unwrap();
+    // `nightly` last covered a slot three days ago: the computer was off since.
+    fs::create_dir_all(&state).unwrap();
+    let long_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(72);
+    fs::write(
+        state.join("nightly.json"),
+        format!("{{\"last_slot\": \"{long_ago}\"}}"),
+    )
+    .unwrap();
+    let (config_w, state_w) = (win(&config), win(&state));
+    let svc = |args: &[&str]| {
+        let mut all = vec![
+            "--config",
+            config_w.as_str(),
+            "--state-dir",
+            state_w.as_str(),
+        ];
+        all.extend_from_slice(args);
+        env.wine(&all)
+    };
+    struct Uninstall<'a>(&'a dyn Fn(&[&str]) -> Run);
+    impl Drop for Uninstall<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["service", "uninstall"]);
+        }
+    }
+    let _cleanup = Uninstall(&svc);
+    // An earlier run's service, if one was left: start from none.
+    svc(&["service", "uninstall"]).ok();
+
+    // The dry run prints what would be registered, and registers nothing.
+    let dry = svc(&["service", "install", "--dry-run"]).ok().stdout;
+    assert!(
+        dry.contains("would register the Windows service Backazon"),
+        "{dry}"
+    );
+    assert!(
+        dry.contains("LocalSystem") && dry.contains("automatic"),
+        "{dry}"
+    );
+    let command_line = dry
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("command line:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        command_line.contains(&format!("--config {config_w}")),
+        "{command_line}"
+    );
+    assert!(
+        command_line.contains("service run --profile"),
+        "{command_line}"
+    );
+    let status = || svc(&["service", "status", "--json"]).ok().json();
+    assert_eq!(
+        status()["installed"],
+        false,
+        "the dry run registered nothing"
+    );
+
+    // Installed: registered with exactly that command line, and running.
+    let r = svc(&["service", "install"]).ok();
+    assert!(
+        r.stdout.contains("registered the Windows service Backazon"),
+        "{}",
+        r.stdout
+    );
+    let st = status();
+    assert_eq!(st["installed"], true, "{st}");
+    assert!(st["state"].as_str().unwrap().starts_with("running"), "{st}");
+    assert_eq!(st["command_line"], command_line.as_str(), "{st}");
+    assert_eq!(st["account"], "LocalSystem", "{st}");
+    assert!(
+        st["start"].as_str().unwrap().starts_with("automatic"),
+        "{st}"
+    );
+
+    // It runs the due job and catches up the missed one, with nobody's console.
+    let snapshots_of = |name: &str| {
+        let v = env.run(&["snapshots", "--json"]).ok().json();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["job"] == name)
+            .count()
+    };
+    let wait = Duration::from_secs(90);
+    wait_until("a catch-up run of nightly", wait, || {
+        snapshots_of("nightly") == 1
+    });
+    wait_until("two runs of often", wait, || snapshots_of("often") >= 2);
+    let log = fs::read_to_string(state.join("backazon.log")).unwrap();
+    assert!(log.contains("daemon started"), "{log}");
+    assert!(log.contains("catch-up"), "{log}");
+
+    // Uninstalled: stopped through the service manager, then gone.
+    svc(&["service", "uninstall"]).ok();
+    let log = fs::read_to_string(state.join("backazon.log")).unwrap();
+    assert!(log.contains("daemon stopping (service stop)"), "{log}");
+    assert!(log.contains("daemon stopped"), "{log}");
+    assert_eq!(status()["installed"], false);
+    let n = snapshots_of("often");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(snapshots_of("often"), n, "nothing runs once it is removed");
+    assert_eq!(snapshots_of("nightly"), 1, "the missed runs ran once");
+
+    // Started from a console, `service run` says what to run instead.
+    let r = svc(&["service", "run"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("backazon daemon"), "{}", r.stderr);
 }

@@ -2,7 +2,7 @@
 //! (SIGINT/SIGTERM/SIGHUP through `signal-hook`; Ctrl-C and closing the console through
 //! `ctrlc` on Windows), stopping a child, running a shell command, where the jobs file
 //! and the state live, watching the jobs file, allocator tuning, and (Windows) whether the console is
-//! elevated. Commands call
+//! elevated and the daemon as a Windows service. Commands call
 //! these and never ask which OS they run on.
 
 #[cfg(unix)]
@@ -14,14 +14,14 @@ mod windows;
 #[cfg(windows)]
 use windows as imp;
 
-#[cfg(windows)]
-pub use imp::elevated;
 #[cfg(unix)]
 pub use imp::mount_owner;
 pub use imp::{
     broken_pipe, config_dir, ended_by_signal, shell_command, state_dir, stop_signals, terminate,
     tune_allocator, watch_folder,
 };
+#[cfg(windows)]
+pub use imp::{elevated, service};
 
 /// A request to the process from outside it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

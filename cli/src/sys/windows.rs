@@ -1,6 +1,9 @@
 //! Windows: Ctrl-C, Ctrl-Break and closing the console through `ctrlc`, children
 //! stopped with TerminateProcess, `cmd /C` for commands, `%APPDATA%` and
-//! `%LOCALAPPDATA%` for the jobs file and the state.
+//! `%LOCALAPPDATA%` for the jobs file and the state; the daemon as a Windows service
+//! (`service.rs`).
+
+pub mod service;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
