@@ -67,6 +67,11 @@ pub struct Global {
     /// Where the local cache lives [default: $XDG_CACHE_HOME/backazon or ~/.cache/backazon]
     #[arg(long, env = "BACKAZON_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
+    /// Largest size of the local data cache of an S3 repository (pack parts read by
+    /// mount and restore, so that reading them again makes no request)
+    #[arg(long, env = "BACKAZON_CACHE_SIZE", global = true, default_value = "2GiB",
+          value_parser = crate::format::parse_size)]
+    pub cache_size: u64,
     /// The jobs file [default: $XDG_CONFIG_HOME/backazon/jobs.toml; macOS: Application
     /// Support; Windows: %APPDATA%]
     #[arg(long, env = "BACKAZON_CONFIG", global = true)]
@@ -152,7 +157,9 @@ impl Ctx {
                 .clone()
                 .or_else(backazon_engine::cache::Cache::default_base)
         };
-        Ok(repo.with_cache(cache))
+        Ok(repo
+            .with_cache(cache)
+            .with_data_cache(self.global.cache_size))
     }
 
     pub fn say(&self, msg: impl AsRef<str>) {

@@ -50,7 +50,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create a new repository
-    Init,
+    Init(init::InitArgs),
     /// Back up files and folders into a new snapshot
     Backup(backup::BackupArgs),
     /// List snapshots
@@ -161,7 +161,7 @@ fn main() -> ExitCode {
 
 fn run(ctx: &Ctx, command: Command) -> Result<u8> {
     match command {
-        Command::Init => init::run(ctx),
+        Command::Init(args) => init::run(ctx, &args),
         Command::Backup(args) => backup::run(ctx, args).map(|(code, _)| code),
         Command::Snapshots => snapshots::run(ctx),
         Command::Ls { snapshot, long } => ls::run(ctx, &snapshot, long),

@@ -56,6 +56,11 @@ impl Cache {
         crate::sys::default_cache_dir()
     }
 
+    /// This repository's folder in the cache.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     fn path(&self, folder: &str, name: &str) -> PathBuf {
         self.dir.join(folder).join(name)
     }

@@ -11,7 +11,9 @@ use crate::blob::{self, Compression};
 use crate::cache::Cache;
 use crate::chunker::ChunkerParams;
 use crate::crypto::{KeyFile, MasterKeys, ObjectType, MIN_KDF_ROUNDS};
+use crate::datacache::DataCache;
 use crate::error::{Error, Result};
+use crate::fetch::PackReader;
 use crate::id::Id;
 use crate::index::{self, BlobLocation, Index};
 use crate::pack::{self, BlobKind, PackBlob, TRAILER_LEN};
@@ -39,6 +41,8 @@ pub struct Repository {
     config: Config,
     key_name: String,
     cache: Option<Cache>,
+    /// Remote repositories: data blobs through the data cache and pack segments.
+    packs: Option<PackReader>,
     pub compression: Compression,
 }
 
@@ -51,6 +55,8 @@ pub struct LoadedIndex {
     pub unindexed_packs: Vec<Id>,
     /// Sizes of the packs present in storage.
     pub pack_sizes: HashMap<Id, u64>,
+    /// Index objects in storage.
+    pub index_objects: usize,
 }
 
 fn read_config(backend: &dyn Backend) -> Result<Config> {
@@ -109,6 +115,7 @@ impl Repository {
             config,
             key_name,
             cache: None,
+            packs: None,
             compression: Compression::default(),
         })
     }
@@ -130,6 +137,7 @@ impl Repository {
                     config,
                     key_name: name,
                     cache: None,
+                    packs: None,
                     compression: Compression::default(),
                 });
             }
@@ -143,6 +151,42 @@ impl Repository {
         self
     }
 
+    /// For a repository where every read is a request (S3): data blobs are read through
+    /// a data cache of `budget` bytes (`datacache`), on disk beside the index cache when
+    /// there is one, else in memory (at most 64 MiB), with pack segments fetched
+    /// several at once (`fetch`). Elsewhere nothing changes: a local repository is
+    /// its own cache. Call after [`Repository::with_cache`].
+    pub fn with_data_cache(mut self, budget: u64) -> Self {
+        if !self.backend.prefers_large_reads() {
+            return self;
+        }
+        let cache = match &self.cache {
+            Some(c) => DataCache::on_disk(c.dir().join("data"), budget),
+            None => DataCache::in_memory(budget.min(64 << 20)),
+        };
+        let threads = self.backend.concurrency();
+        self.packs = Some(PackReader::new(
+            self.backend.clone(),
+            Arc::new(cache),
+            threads,
+        ));
+        self
+    }
+
+    /// The data cache's reader, for remote repositories.
+    pub fn pack_reader(&self) -> Option<&PackReader> {
+        self.packs.as_ref()
+    }
+
+    /// Data blobs that will be read soon, in this order: a remote repository fetches the
+    /// parts of packs holding them in the background, a local one does nothing.
+    pub fn prefetch(&self, index: &Index, ids: &[Id]) {
+        if let Some(p) = &self.packs {
+            let locs: Vec<BlobLocation> = ids.iter().filter_map(|id| index.get(id)).collect();
+            p.prefetch(&locs);
+        }
+    }
+
     /// The same repository read straight from storage, as `check` must.
     pub fn without_cache(&self) -> Repository {
         Repository {
@@ -151,6 +195,7 @@ impl Repository {
             config: self.config.clone(),
             key_name: self.key_name.clone(),
             cache: None,
+            packs: None,
             compression: self.compression,
         }
     }
@@ -300,6 +345,10 @@ impl Repository {
             }
         }
         index.sort();
+        if let Some(p) = &self.packs {
+            p.set_pack_sizes(&pack_sizes);
+        }
+        let index_objects = index_names.len();
         if let Some(c) = &self.cache {
             c.retain("index", &index_names.into_iter().collect());
             let packs: HashSet<String> = pack_sizes.keys().map(Id::to_hex).collect();
@@ -310,6 +359,7 @@ impl Repository {
             problems,
             unindexed_packs,
             pack_sizes,
+            index_objects,
         })
     }
 
@@ -358,6 +408,15 @@ impl Repository {
                 Ok(plain) => return Ok(plain),
                 // A damaged cached copy: drop it and read storage.
                 Err(_) => cache.remove("trees", &loc.pack.to_hex()),
+            }
+        }
+        if let (BlobKind::Data, Some(packs)) = (kind, &self.packs) {
+            if let Some(stored) = packs.stored(&loc) {
+                match self.decode_blob(kind, id, &loc, stored) {
+                    Ok(plain) => return Ok(plain),
+                    // A damaged cached copy, or a damaged pack: read it again below.
+                    Err(_) => packs.forget(&loc),
+                }
             }
         }
         let stored = self.read_stored_blob(&loc)?;

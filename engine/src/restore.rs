@@ -127,6 +127,8 @@ pub fn find_node(repo: &Repository, index: &Index, root: &Id, path: &str) -> Res
     Ok(found)
 }
 
+mod packs;
+
 /// Hands files to the workers in batches: one wake-up per batch, not per file.
 struct Batcher {
     tx: std::sync::mpsc::SyncSender<Vec<FileJob>>,
@@ -248,110 +250,14 @@ fn folder_ignores_case(dir: &Path) -> bool {
     ignores
 }
 
-/// Gaps between needed blobs smaller than this are read through rather than split.
-const COALESCE_GAP: u64 = 1 << 20;
-/// At most this much of a pack is read at once.
-const COALESCE_MAX: u64 = 16 << 20;
-
-/// One ranged read planned for a batch: part of a pack holding blobs the batch needs.
-struct Range {
-    pack: Id,
-    start: u64,
-    end: u64,
-    /// Blobs of the batch still to be taken from it; its bytes are dropped at zero.
-    pending: usize,
-    bytes: Option<Vec<u8>>,
-}
-
-/// The blobs of a batch of files. For backends where each read is a request (S3), the
-/// blobs the batch needs are grouped by pack and read with as few ranged reads as gaps
-/// allow, each when first needed and dropped once its last blob was taken; elsewhere
-/// each blob is read on its own.
-struct BlobSource<'a> {
-    repo: &'a Repository,
-    index: &'a Index,
-    ranges: Vec<Range>,
-    /// Which range holds each needed blob.
-    range_of: HashMap<Id, usize>,
-}
-
-impl<'a> BlobSource<'a> {
-    fn new(repo: &'a Repository, index: &'a Index, batch: &[FileJob]) -> BlobSource<'a> {
-        let mut me = BlobSource {
-            repo,
-            index,
-            ranges: Vec::new(),
-            range_of: HashMap::new(),
-        };
-        if !repo.backend().prefers_large_reads() {
-            return me;
-        }
-        // Every needed blob (with how often it is needed), by pack and offset.
-        let mut needed: HashMap<Id, usize> = HashMap::new();
-        for id in batch.iter().flat_map(|j| j.node.content.iter()) {
-            *needed.entry(*id).or_default() += 1;
-        }
-        let mut locs: Vec<(Id, crate::index::BlobLocation, usize)> = needed
-            .into_iter()
-            .filter_map(|(id, n)| index.get(&id).map(|l| (id, l, n)))
-            .collect();
-        locs.sort_by_key(|(_, l, _)| (l.pack, l.offset));
-        for (id, l, n) in locs {
-            let (start, end) = (l.offset as u64, l.offset as u64 + l.length as u64);
-            let extend = me.ranges.last().is_some_and(|r| {
-                r.pack == l.pack && start <= r.end + COALESCE_GAP && end - r.start <= COALESCE_MAX
-            });
-            if !extend {
-                me.ranges.push(Range {
-                    pack: l.pack,
-                    start,
-                    end,
-                    pending: 0,
-                    bytes: None,
-                });
-            }
-            let last = me.ranges.len() - 1;
-            let r = &mut me.ranges[last];
-            r.end = r.end.max(end);
-            r.pending += n;
-            me.range_of.insert(id, last);
-        }
-        me
-    }
-
-    fn next(&mut self, id: &Id) -> Result<Vec<u8>> {
-        let Some(&ri) = self.range_of.get(id) else {
-            return self.repo.read_blob(self.index, BlobKind::Data, id);
-        };
-        let loc = self.index.get(id).expect("planned from the index");
-        let r = &mut self.ranges[ri];
-        if r.bytes.is_none() {
-            r.bytes = Some(self.repo.backend().read_range(
-                crate::backend::Kind::Pack,
-                &r.pack.to_hex(),
-                r.start,
-                (r.end - r.start) as usize,
-            )?);
-        }
-        let from = (loc.offset as u64 - r.start) as usize;
-        let stored =
-            r.bytes.as_ref().expect("just read")[from..from + loc.length as usize].to_vec();
-        r.pending -= 1;
-        if r.pending == 0 {
-            r.bytes = None;
-        }
-        match self.repo.decode_blob(BlobKind::Data, id, &loc, stored) {
-            // A damaged copy: the repository's own read tries the replica, if any.
-            Err(Error::Corrupt { .. }) if self.repo.backend().fallback().is_some() => {
-                self.repo.read_blob(self.index, BlobKind::Data, id)
-            }
-            other => other,
-        }
-    }
-}
+/// Files restored pack by pack at once from a remote repository: each pack is read once
+/// per batch, so once in all for a restore of up to this many files; the batch's plan is
+/// what a restore holds in memory.
+const PACK_ORDER_FILES: usize = 200_000;
 
 fn restore_file(
-    source: &mut BlobSource,
+    repo: &Repository,
+    index: &Index,
     job: &FileJob,
     owners: bool,
     made: &MadeDirs,
@@ -368,7 +274,7 @@ fn restore_file(
             }
         };
         for id in &job.node.content {
-            let data = source.next(id)?;
+            let data = repo.read_blob(index, BlobKind::Data, id)?;
             f.write_all(&data)
                 .map_err(|e| Error::io("writing", dest, e))?;
             progress.bytes_done.fetch_add(data.len() as u64, Relaxed);
@@ -604,29 +510,38 @@ pub fn restore(
         summary: RestoreSummary::default(),
     };
     let threads = opts.threads.max(1);
-    let (tx, rx) = sync_channel::<Vec<FileJob>>(threads * 2);
+    let remote = repo.backend().prefers_large_reads();
+    let (tx, rx) = sync_channel::<Vec<FileJob>>(if remote { 1 } else { threads * 2 });
     let rx = Mutex::new(rx);
     std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let batch = match rx.lock().unwrap().recv() {
-                    Ok(b) => b,
-                    Err(_) => return,
-                };
-                let mut source = BlobSource::new(repo, index, &batch);
-                for job in &batch {
-                    restore_file(&mut source, job, opts.owners, &made, progress);
+        if remote {
+            // Where each read is a request: large batches, each restored pack by pack
+            // (`packs`), while the walk goes on to the next.
+            s.spawn(|| {
+                while let Ok(batch) = rx.lock().unwrap().recv() {
+                    packs::restore_files(repo, index, batch, opts, &made, progress);
                 }
             });
+        } else {
+            for _ in 0..threads {
+                s.spawn(|| loop {
+                    let batch = match rx.lock().unwrap().recv() {
+                        Ok(b) => b,
+                        Err(_) => return,
+                    };
+                    for job in &batch {
+                        restore_file(repo, index, job, opts.owners, &made, progress);
+                    }
+                });
+            }
         }
         let mut stack = Vec::new();
-        let remote = repo.backend().prefers_large_reads();
         let mut tx = Batcher {
             tx,
             batch: Vec::new(),
             bytes: 0,
-            max_files: if remote { 1024 } else { 64 },
-            max_bytes: if remote { 32 << 20 } else { 8 << 20 },
+            max_files: if remote { PACK_ORDER_FILES } else { 64 },
+            max_bytes: if remote { u64::MAX } else { 8 << 20 },
         };
         match &start {
             None => r.walk(root, &opts.target, "", false, &mut stack, &mut tx),

@@ -168,6 +168,10 @@ impl Default for Options {
     }
 }
 
+/// How far ahead of a program reading a file in order its data is fetched from a remote
+/// repository (S3): several of the pack reader's largest requests, in flight at once.
+const FETCH_AHEAD: u64 = 128 << 20;
+
 /// Entries of one visited folder of a snapshot: `len` inodes from `first`, in name order.
 struct DirRec {
     tree: Id,
@@ -193,6 +197,8 @@ struct OpenFile {
     last_end: AtomicU64,
     /// Chunks before this one were queued for read-ahead already.
     queued_until: std::sync::atomic::AtomicUsize,
+    /// Remote repositories: chunks before this one were asked of the pack reader.
+    fetched_until: std::sync::atomic::AtomicUsize,
 }
 
 struct TreeCache {
@@ -472,6 +478,7 @@ impl SnapshotFs {
                 .map(|id| Ahead::Chunk(*id))
                 .collect();
             self.prefetch.queue(ids);
+            self.fetch_ahead(file, i + 1);
         }
         let mut out = Vec::new();
         let mut pos = offset;
@@ -500,6 +507,33 @@ impl SnapshotFs {
             i += 1;
         }
         Ok(Data::Owned(out))
+    }
+
+    /// A remote repository: the pack parts holding the next [`FETCH_AHEAD`] bytes of a
+    /// file read in order are asked for ahead of the decoding read-ahead, so that they
+    /// come with few large requests, several at once, while the program reads.
+    fn fetch_ahead(&self, file: &OpenFile, from: usize) {
+        let repo = &self.inner.repo;
+        if repo.pack_reader().is_none() {
+            return;
+        }
+        let done = file.fetched_until.load(Relaxed).max(from);
+        // Asked again once a quarter of what was asked for has been read.
+        let start_at = file.starts[from.min(file.chunks.len())];
+        let asked_to = file.starts[done.min(file.chunks.len())];
+        if done > from && asked_to >= start_at + FETCH_AHEAD * 3 / 4 {
+            return;
+        }
+        let limit = start_at + FETCH_AHEAD;
+        let mut end = done;
+        while end < file.chunks.len() && file.starts[end] < limit {
+            end += 1;
+        }
+        if end > done {
+            file.fetched_until.store(end, Relaxed);
+            let index = self.inner.index.read().unwrap().clone();
+            repo.prefetch(&index, &file.chunks[done..end]);
+        }
     }
 
     /// A program reading files one after another in the order of a walk of the tree
@@ -581,6 +615,19 @@ impl SnapshotFs {
             }
         }
         drop(walks);
+        if inner.repo.pack_reader().is_some() {
+            // A remote repository: the pack parts of all of them at once, in few requests.
+            let mut ids = Vec::new();
+            for job in &jobs {
+                match job {
+                    Ahead::Push(_, tree, j) => ids.extend_from_slice(&tree.nodes[*j].content),
+                    Ahead::Chunk(id) => ids.push(*id),
+                    Ahead::Tree(..) => {}
+                }
+            }
+            let index = inner.index.read().unwrap().clone();
+            inner.repo.prefetch(&index, &ids);
+        }
         // One file at a time, so that every read-ahead thread works on the next files.
         for job in jobs {
             self.prefetch.queue(vec![job]);
@@ -992,6 +1039,7 @@ impl Inner {
             starts,
             last_end: AtomicU64::new(0),
             queued_until: std::sync::atomic::AtomicUsize::new(0),
+            fetched_until: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 

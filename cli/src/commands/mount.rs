@@ -15,9 +15,9 @@ pub struct MountArgs {
     /// An empty folder. Windows: a free drive letter (B:), * for the next free one
     /// counting down from Z:, or a folder that does not exist yet
     pub mountpoint: PathBuf,
-    /// Memory for decoded chunks and folders
+    /// Memory for decoded chunks and folders (the data cache on disk is --cache-size)
     #[arg(long, default_value = "64MiB", value_parser = crate::format::parse_size)]
-    pub cache_size: u64,
+    pub memory: u64,
     /// Let other users see the drive (needs user_allow_other in /etc/fuse.conf)
     #[arg(long)]
     pub allow_other: bool,
@@ -48,6 +48,25 @@ pub fn volume_label(repo: Option<&str>) -> String {
     }
 }
 
+/// What the drive cost in requests, for repositories where requests cost (S3): GETs in
+/// all and those for file data (ranged reads of packs, several files' worth each).
+fn say_requests(
+    ctx: &Ctx,
+    backend: &dyn backazon_engine::Backend,
+    packs: Option<&backazon_engine::fetch::PackReader>,
+) {
+    if let Some(st) = backend.stats() {
+        ctx.say(format!(
+            "requests to {}: {} GET ({} for file data), {} list, {:.1} MB received",
+            backend.location(),
+            st.gets,
+            packs.map_or(0, |p| p.fetches()),
+            st.lists,
+            st.bytes_received as f64 / 1e6
+        ));
+    }
+}
+
 pub fn run(ctx: &Ctx, args: &MountArgs) -> Result<u8> {
     #[cfg(windows)]
     {
@@ -63,8 +82,10 @@ pub fn run(ctx: &Ctx, args: &MountArgs) -> Result<u8> {
         // Without WinFsp nothing else matters: said before the password is asked for.
         winfsp::check_installed().map_err(|e| anyhow!(e))?;
         let repo = ctx.open()?;
+        let backend = repo.backend().clone();
+        let packs = repo.pack_reader().cloned();
         let id = repo.config().id.0;
-        let cache = args.cache_size as usize;
+        let cache = args.memory as usize;
         let opts = Options {
             chunk_cache_bytes: cache / 4 * 3,
             tree_cache_bytes: cache / 4,
@@ -105,6 +126,7 @@ pub fn run(ctx: &Ctx, args: &MountArgs) -> Result<u8> {
         }
         drop(mounted);
         ctx.say(format!("unmounted {at}"));
+        say_requests(ctx, &*backend, packs.as_ref());
         Ok(0)
     }
     #[cfg(unix)]
@@ -120,7 +142,9 @@ pub fn run(ctx: &Ctx, args: &MountArgs) -> Result<u8> {
         // A stale or missing mount point is reported before the password is asked for.
         backazon_fs::fuse::check_mountpoint(&args.mountpoint).map_err(|e| anyhow!(e))?;
         let repo = ctx.open()?;
-        let cache = args.cache_size as usize;
+        let backend = repo.backend().clone();
+        let packs = repo.pack_reader().cloned();
+        let cache = args.memory as usize;
         let opts = Options {
             chunk_cache_bytes: cache / 4 * 3,
             tree_cache_bytes: cache / 4,
@@ -158,6 +182,7 @@ pub fn run(ctx: &Ctx, args: &MountArgs) -> Result<u8> {
             }
             if mounted.ended() {
                 ctx.say(format!("{} was unmounted", args.mountpoint.display()));
+                say_requests(ctx, &*backend, packs.as_ref());
                 return Ok(0);
             }
         }
@@ -165,6 +190,7 @@ pub fn run(ctx: &Ctx, args: &MountArgs) -> Result<u8> {
             .unmount()
             .map_err(|e| anyhow!("unmounting {}: {e}", args.mountpoint.display()))?;
         ctx.say(format!("unmounted {}", args.mountpoint.display()));
+        say_requests(ctx, &*backend, packs.as_ref());
         Ok(0)
     }
 }

@@ -38,6 +38,20 @@ pub trait Backend: Send + Sync {
     fn create(&self) -> Result<()>;
     fn read(&self, kind: Kind, name: &str) -> Result<Vec<u8>>;
     fn read_range(&self, kind: Kind, name: &str, offset: u64, length: usize) -> Result<Vec<u8>>;
+    /// Reads `length` bytes from `offset` and hands them to `sink` in order, piece by piece
+    /// as they arrive, so that a large range is never held whole; one request where each
+    /// read is one. A transfer cut off midway goes on from where it stopped: `sink` sees
+    /// every byte once. An error from `sink` ends the read with that error.
+    fn read_range_to(
+        &self,
+        kind: Kind,
+        name: &str,
+        offset: u64,
+        length: usize,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        sink(&self.read_range(kind, name, offset, length)?)
+    }
     /// Stores an object. A backend may hold packs back (not yet durable, not yet listed)
     /// until [`Backend::flush`]; it flushes by itself before storing any other kind, so
     /// an index or snapshot is never durable before the packs it names.

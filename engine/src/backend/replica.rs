@@ -84,6 +84,34 @@ impl Backend for Replicated {
             })
     }
 
+    fn read_range_to(
+        &self,
+        kind: Kind,
+        name: &str,
+        offset: u64,
+        length: usize,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        // What the primary handed over stays handed over; the replica gives the rest.
+        let mut done = 0usize;
+        let mut sink_failed = false;
+        let first = self
+            .primary
+            .read_range_to(kind, name, offset, length, &mut |p| {
+                sink(p).inspect_err(|_| sink_failed = true)?;
+                done += p.len();
+                Ok(())
+            });
+        match first {
+            Ok(()) => Ok(()),
+            Err(e) if !sink_failed && done < length => self
+                .replica
+                .read_range_to(kind, name, offset + done as u64, length - done, sink)
+                .map_err(|_| e),
+            Err(e) => Err(e),
+        }
+    }
+
     fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {
         self.primary.write(kind, name, data)?;
         self.to_replica(|r| r.write(kind, name, data));

@@ -281,7 +281,7 @@ impl S3Backend {
                     continue;
                 }
                 Err(GetFailure::Cut(why)) => return Err(Error::Backend(why)),
-                Err(GetFailure::Failed(e)) => return Err(e),
+                Err(GetFailure::Failed(e) | GetFailure::Sink(e)) => return Err(e),
             };
             self.counters
                 .bytes_received
@@ -299,11 +299,13 @@ impl S3Backend {
     }
 }
 
-/// How a GET went wrong: the request failed (already retried by the SDK), or the body
-/// was cut off after the response began (retried by [`S3Backend::get`]).
+/// How a GET went wrong: the request failed (already retried by the SDK), the body
+/// was cut off after the response began (retried by [`S3Backend::get`] and
+/// `read_range_to`), or the receiver of a streamed body refused it.
 enum GetFailure {
     Failed(Error),
     Cut(String),
+    Sink(Error),
 }
 
 /// Exponential backoff with jitter, for retries made here rather than by the SDK.
@@ -350,6 +352,67 @@ impl Backend for S3Backend {
             return Ok(Vec::new());
         }
         self.get(&self.key(kind, name), Some((offset, length)))
+    }
+
+    fn read_range_to(
+        &self,
+        kind: Kind,
+        name: &str,
+        offset: u64,
+        length: usize,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let key = self.key(kind, name);
+        let mut done = 0usize;
+        let mut attempt = 0;
+        while done < length {
+            attempt += 1;
+            let from = offset + done as u64;
+            let req = self
+                .client
+                .get_object()
+                .bucket(&self.opts.bucket)
+                .key(&key)
+                .range(format!("bytes={from}-{}", offset + length as u64 - 1));
+            // The body is pulled piece by piece and `sink` runs outside the runtime: it
+            // may read from this backend itself (a blob read again after a failed check).
+            let result = (|| -> std::result::Result<(), GetFailure> {
+                let out = self
+                    .rt
+                    .block_on(req.send())
+                    .map_err(|e| GetFailure::Failed(self.error("read", &key, e)))?;
+                let mut body = out.body;
+                while let Some(piece) = self.rt.block_on(body.next()) {
+                    let piece = piece.map_err(|e| {
+                        GetFailure::Cut(format!("reading {}: {e}", self.url_of(&key)))
+                    })?;
+                    let take = piece.len().min(length - done);
+                    sink(&piece[..take]).map_err(GetFailure::Sink)?;
+                    done += take;
+                    self.counters.bytes_received.fetch_add(take as u64, Relaxed);
+                }
+                Ok(())
+            })();
+            match result {
+                Ok(()) if done == length => return Ok(()),
+                // Fewer bytes than asked for: the object is shorter than its index says.
+                Ok(()) => {
+                    return Err(Error::corrupt(
+                        self.url_of(&key),
+                        format!(
+                            "object is truncated (wanted bytes {offset}..{})",
+                            offset + length as u64
+                        ),
+                    ))
+                }
+                Err(GetFailure::Cut(_)) if attempt < self.opts.max_attempts => {
+                    std::thread::sleep(backoff(attempt));
+                }
+                Err(GetFailure::Cut(why)) => return Err(Error::Backend(why)),
+                Err(GetFailure::Failed(e) | GetFailure::Sink(e)) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     fn write(&self, kind: Kind, name: &str, data: &[u8]) -> Result<()> {

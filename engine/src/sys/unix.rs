@@ -227,6 +227,20 @@ pub fn create_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// A file this restore created, opened again for writing: never through a link.
+pub fn reopen_for_restore(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Writes all of `buf` at `offset`, not moving the file's position (several threads
+/// write one file at once).
+pub fn write_at(f: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    f.write_all_at(buf, offset)
+}
+
 /// Owner, mode and times through an open descriptor: no path lookups. Owner first,
 /// since changing it clears setuid/setgid bits.
 fn apply_through_fd(fd: libc::c_int, node: &Node, owners: bool) -> io::Result<()> {

@@ -253,6 +253,41 @@ pub fn create_file(path: &Path) -> io::Result<File> {
     OpenOptions::new().write(true).create_new(true).open(path)
 }
 
+/// A file this restore created, opened again for writing: never through a link (the
+/// reparse point itself would be opened, and it is no file this restore made).
+pub fn reopen_for_restore(path: &Path) -> io::Result<File> {
+    use std::os::windows::fs::OpenOptionsExt;
+    const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+    let f = OpenOptions::new()
+        .write(true)
+        .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT)
+        .open(path)?;
+    if f.metadata()?.file_type().is_symlink() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a link replaced the file being restored",
+        ));
+    }
+    Ok(f)
+}
+
+/// Writes all of `buf` at `offset` (several threads write one file at once).
+pub fn write_at(f: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match f.seek_write(buf, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The attributes a node is restored with: its own (from Windows), or read-only for a
 /// Unix file without an owner-write bit.
 fn attributes_of(node: &Node) -> u32 {
