@@ -1,5 +1,6 @@
 # Data sets shared by the benchmark scripts: `dataset NAME` prints its folder, making it
-# the first time (the kernel tree from Debian's linux-source-6.1, or bench/gen.py's set).
+# the first time (the kernel tree from Debian's linux-source-6.1, bench/gen.py's set, or
+# one 1 GiB file).
 dataset() {
     case "$1" in
     kernel)
@@ -9,6 +10,26 @@ dataset() {
             rm -rf "$BENCH_DIR/deb" && dpkg-deb -x "$BENCH_DIR"/linux-source-6.1_*.deb "$BENCH_DIR/deb"
             tar -C "$BENCH_DIR" -xf "$BENCH_DIR"/deb/usr/src/linux-source-6.1.tar.xz
             rm -rf "$BENCH_DIR/deb"
+        fi
+        echo "$d" ;;
+    big)
+        # One 1 GiB file, half text, half noise, in 4 MiB pieces: like a disk image or a
+        # mailbox.
+        local d="$BENCH_DIR/big"
+        if [ ! -f "$d/1g.bin" ]; then
+            mkdir -p "$d"
+            python3 - "$d/1g.bin" <<'PY'
+import random, sys
+rng = random.Random(3)
+words = b"invoice ledger the quarterly report alice backup photo 2026 total account".split()
+with open(sys.argv[1], "wb") as f:
+    for i in range(256):
+        if i % 2:
+            f.write(rng.randbytes(4 << 20))
+        else:
+            t = b" ".join(rng.choice(words) for _ in range(900_000))
+            f.write((t * 2)[: 4 << 20])
+PY
         fi
         echo "$d" ;;
     generated)

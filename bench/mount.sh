@@ -26,23 +26,7 @@ cargo build --release --bins --quiet
 BZ="$PWD/target/release/backazon"
 source bench/datasets.sh
 KERNEL=$(dataset kernel)
-BIG="$BENCH_DIR/big"
-if [ ! -f "$BIG/1g.bin" ]; then
-    mkdir -p "$BIG"
-    # Half text, half noise, in 4 MiB pieces: like a disk image or a mailbox.
-    python3 - "$BIG/1g.bin" <<'PY'
-import random, sys
-rng = random.Random(3)
-words = b"invoice ledger the quarterly report alice backup photo 2026 total account".split()
-with open(sys.argv[1], "wb") as f:
-    for i in range(256):
-        if i % 2:
-            f.write(rng.randbytes(4 << 20))
-        else:
-            t = b" ".join(rng.choice(words) for _ in range(900_000))
-            f.write((t * 2)[: 4 << 20])
-PY
-fi
+BIG=$(dataset big)
 
 export BACKAZON_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench
 export BACKAZON_CACHE_DIR="$W/cache-backazon" RESTIC_CACHE_DIR="$W/cache-restic"

@@ -29,51 +29,11 @@ fi
 mkdir -p "$W"
 RESTORE_DIR=$(mktemp -d /dev/shm/backazon-s3-bench.XXXXXX)
 
-# A single-node Garage with its admin API (for /metrics) on free ports.
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-S3P=$(port); RPCP=$(port); ADMP=$(port)
-cat > "$W/garage.toml" <<EOT
-metadata_dir = "$W/garage/meta"
-data_dir = "$W/garage/data"
-db_engine = "sqlite"
-replication_factor = 1
-rpc_bind_addr = "127.0.0.1:$RPCP"
-rpc_public_addr = "127.0.0.1:$RPCP"
-rpc_secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:$S3P"
-[admin]
-api_bind_addr = "127.0.0.1:$ADMP"
-EOT
-G="garage -c $W/garage.toml"
-$G server > "$W/garage.log" 2>&1 &
-GPID=$!
-trap 'kill $GPID 2>/dev/null || true; rm -rf "$RESTORE_DIR"' EXIT
-until NODE=$($G node id -q 2>/dev/null) && $G status >/dev/null 2>&1; do sleep 0.2; done
-$G layout assign -z dc1 -c 20G "${NODE%@*}" >/dev/null
-$G layout apply --version 1 >/dev/null
-KEY=$($G key create bench)
-export AWS_ACCESS_KEY_ID=$(echo "$KEY" | awk -F': *' '/Key ID/ {print $2}')
-export AWS_SECRET_ACCESS_KEY=$(echo "$KEY" | awk -F': *' '/Secret key/ {print $2}')
-export AWS_REGION=garage AWS_DEFAULT_REGION=garage
-$G bucket create bench >/dev/null
-$G bucket allow --read --write --owner bench --key bench >/dev/null
-ENDPOINT="http://127.0.0.1:$S3P"
-export BACKAZON_S3_ENDPOINT=$ENDPOINT BACKAZON_S3_PATH_STYLE=true
+source bench/garage.sh
+start_garage "$W"
+trap 'stop_garage; rm -rf "$RESTORE_DIR"' EXIT
 export BACKAZON_PASSWORD=bench RESTIC_PASSWORD=bench
 
-# Requests the server has answered so far, by S3 operation, as JSON.
-requests() {
-    curl -s "http://127.0.0.1:$ADMP/metrics" | python3 -c '
-import json, re, sys
-out = {}
-for line in sys.stdin:
-    m = re.match(r"api_s3_request_counter\{api_endpoint=\"(\w+)\"\} (\d+)", line)
-    if m:
-        out[m.group(1)] = out.get(m.group(1), 0) + int(m.group(2))
-print(json.dumps(out))'
-}
 step() { # name command... -> {"wall":..,"rss_kib":..,"requests":{...}} (requests made by this step)
     local before after t
     sync
