@@ -13,6 +13,19 @@ use lru::LruCache;
 
 use crate::id::Id;
 
+/// `len` bytes of `f` from `offset`, or None if the file is shorter or unreadable.
+pub(crate) fn read_exact_at(f: &fs::File, offset: u64, len: usize) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match crate::sys::read_at(f, &mut buf[got..], offset + got as u64) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got += n,
+        }
+    }
+    Some(buf)
+}
+
 #[derive(Clone)]
 pub struct Cache {
     dir: PathBuf,
@@ -92,15 +105,7 @@ impl Cache {
                 f
             }
         };
-        let mut buf = vec![0u8; len];
-        let mut got = 0;
-        while got < len {
-            match crate::sys::read_at(&f, &mut buf[got..], offset + got as u64) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => got += n,
-            }
-        }
-        Some(buf)
+        read_exact_at(&f, offset, len)
     }
 
     pub fn remove(&self, folder: &str, name: &str) {

@@ -175,15 +175,7 @@ impl DataCache {
                 f
             }
         };
-        let mut buf = vec![0u8; len];
-        let mut got = 0;
-        while got < len {
-            match crate::sys::read_at(&file, &mut buf[got..], from + got as u64) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => got += n,
-            }
-        }
-        Some(buf)
+        crate::cache::read_exact_at(&file, from, len)
     }
 
     /// Stores a whole segment (best effort: a cache that cannot be written only costs

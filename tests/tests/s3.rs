@@ -78,41 +78,6 @@ fn a_tree_round_trips_through_s3() {
     assert_same_tree(&src, &in_snapshot(&target2, &src));
 }
 
-#[test]
-fn an_s3_repository_mounts() {
-    let env = Env::init_s3("s3-mount");
-    let src = env.dir.join("src");
-    generate_tree(&src, 12, 4 << 20);
-    env.backup(&[&src], &[]);
-    let mnt = env.dir.join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let mut child = env.command().arg("mount").arg(&mnt).spawn().unwrap();
-    let start = Instant::now();
-    while !mnt.join("by-date").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "mount did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let group = std::fs::read_dir(mnt.join("latest"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let seen = in_snapshot(&group, &src);
-    let diff = std::panic::catch_unwind(|| assert_diff_clean(&src, &seen));
-    // SAFETY: kill with a valid pid and signal number.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    assert!(
-        diff.is_ok(),
-        "the mounted snapshot differs from the original"
-    );
-    assert!(status.success());
-}
-
 /// Mounts the repository, compares the snapshot with `src` byte for byte, unmounts, and
 /// returns the GET requests the mount made for file data.
 fn mount_and_compare(env: &Env, src: &std::path::Path, extra: &[&str]) -> u64 {

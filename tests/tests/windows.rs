@@ -599,11 +599,21 @@ fn the_jobs_file_and_state_live_in_appdata() {
         .ends_with(r"AppData\Roaming\backazon\jobs.toml"));
 }
 
-#[test]
-fn the_daemon_runs_a_due_job_and_catches_up_a_missed_one() {
-    let env = Env::init("win-daemon");
+/// How many snapshots of job `name` the repository holds.
+fn snapshots_of(env: &Env, name: &str) -> usize {
+    let v = env.run(&["snapshots", "--json"]).ok().json();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["job"] == name)
+        .count()
+}
+
+/// A jobs file with `often` (due every two seconds) and `nightly` (daily, whose last run
+/// covered a slot three days ago: the computer was off since), and its state folder.
+fn due_and_missed_jobs(env: &Env) -> (PathBuf, PathBuf) {
     let src = env.dir.join("src");
-    write(&src.join("a.txt"), b"daemon data");
+    write(&src.join("a.txt"), b"job data");
     let pw = env.dir.join("pw");
     fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
     let config = env.dir.join("jobs.toml");
@@ -621,7 +631,6 @@ fn the_daemon_runs_a_due_job_and_catches_up_a_missed_one() {
         job("often", "*/2 * * * * *") + &job("nightly", "daily 03:00"),
     )
     .unwrap();
-    // `nightly` last covered a slot three days ago: the runs since were missed.
     fs::create_dir_all(&state).unwrap();
     let long_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(72);
     fs::write(
@@ -629,6 +638,13 @@ fn the_daemon_runs_a_due_job_and_catches_up_a_missed_one() {
         format!("{{\"last_slot\": \"{long_ago}\"}}"),
     )
     .unwrap();
+    (config, state)
+}
+
+#[test]
+fn the_daemon_runs_a_due_job_and_catches_up_a_missed_one() {
+    let env = Env::init("win-daemon");
+    let (config, state) = due_and_missed_jobs(&env);
     let mut daemon = env
         .wine_command()
         .args([
@@ -641,14 +657,7 @@ fn the_daemon_runs_a_due_job_and_catches_up_a_missed_one() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let snapshots_of = |name: &str| {
-        let v = env.run(&["snapshots", "--json"]).ok().json();
-        v.as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["job"] == name)
-            .count()
-    };
+    let snapshots_of = |name: &str| snapshots_of(&env, name);
     let wait = Duration::from_secs(60);
     wait_until("a catch-up run of nightly", wait, || {
         snapshots_of("nightly") == 1
@@ -821,33 +830,7 @@ fn the_daemon_runs_as_a_windows_service_catches_up_and_is_removed() {
     // backazon.exe as a service process, sends it Stop, and removes it. What it lacks
     // (delayed start, restart after a failure) `service install` reports as notes.
     let env = Env::init("win-service");
-    let src = env.dir.join("src");
-    write(&src.join("a.txt"), b"service data");
-    let pw = env.dir.join("pw");
-    fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
-    let config = env.dir.join("jobs.toml");
-    let state = env.dir.join("state");
-    let job = |name: &str, schedule: &str| {
-        format!(
-            "[jobs.{name}]\nrepository = '{}'\npaths = ['{}']\nschedule = \"{schedule}\"\npassword_file = '{}'\n",
-            win(&env.repo),
-            win(&src),
-            win(&pw)
-        )
-    };
-    fs::write(
-        &config,
-        job("often", "*/2 * * * * *") + &job("nightly", "daily 03:00"),
-    )
-    .unwrap();
-    // `nightly` last covered a slot three days ago: the computer was off since.
-    fs::create_dir_all(&state).unwrap();
-    let long_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(72);
-    fs::write(
-        state.join("nightly.json"),
-        format!("{{\"last_slot\": \"{long_ago}\"}}"),
-    )
-    .unwrap();
+    let (config, state) = due_and_missed_jobs(&env);
     let (config_w, state_w) = (win(&config), win(&state));
     let svc = |args: &[&str]| {
         let mut all = vec![
@@ -918,14 +901,7 @@ fn the_daemon_runs_as_a_windows_service_catches_up_and_is_removed() {
     );
 
     // It runs the due job and catches up the missed one, with nobody's console.
-    let snapshots_of = |name: &str| {
-        let v = env.run(&["snapshots", "--json"]).ok().json();
-        v.as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["job"] == name)
-            .count()
-    };
+    let snapshots_of = |name: &str| snapshots_of(&env, name);
     let wait = Duration::from_secs(90);
     wait_until("a catch-up run of nightly", wait, || {
         snapshots_of("nightly") == 1

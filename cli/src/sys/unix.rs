@@ -96,20 +96,13 @@ pub fn state_dir() -> PathBuf {
 /// glibc raises its mmap threshold as large buffers (packs, chunks) are freed, after
 /// which freed chunk buffers stay in per-thread arenas: peak RSS nearly doubles.
 /// Fixed thresholds keep large buffers mapped and returned (measured on the kernel
-/// tree: 113-128 MB down to about 66 MB, same time). One arena per core rather than
-/// glibc's eight: a mount runs a few dozen threads (FUSE, read-ahead, S3 fetches), and
-/// memory freed in one arena is not reused by another (mount RSS after a `cat` of the
-/// kernel tree from S3: 146-158 MiB down to 116-119 MiB, same time).
+/// tree: 113-128 MB down to about 66 MB, same time).
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        // SAFETY: mallopt only sets allocator parameters; called before any threads start.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
-            libc::mallopt(libc::M_ARENA_MAX, cores.max(2) as libc::c_int);
-        }
+    // SAFETY: mallopt only sets allocator parameters; called before any threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
     }
 }
 
