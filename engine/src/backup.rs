@@ -1,4 +1,5 @@
-//! The backup operation. One walker thread lists directories and queues the files that
+//! The backup operation. One walker thread compares each folder's listing (made ahead of
+//! it by lister threads: `listing`) with the parent snapshot and queues the files that
 //! changed; worker threads read, chunk, hash, compress and seal them; uploader threads
 //! store finished packs and write the index every few packs; this thread assembles
 //! directory trees in post-order as their files complete. All queues are bounded, so
@@ -14,7 +15,7 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashSet;
@@ -30,6 +31,9 @@ use crate::repo::Repository;
 use crate::snapshot::{Snapshot, SnapshotEntry, Summary};
 use crate::sys;
 use crate::tree::{Name, Node, NodeKind, Tree};
+
+mod listing;
+use listing::{Ahead, Listing, Reader, Ticket};
 
 /// What to leave out of a backup.
 #[derive(Clone, Debug, Default)]
@@ -182,6 +186,61 @@ struct Shared<'a> {
     chunker: Chunker,
     selection: &'a Selection,
     source: &'a SourceMap,
+    /// Entries of folders queued for the tree assembler.
+    queued_entries: Budget,
+    /// The tree assembler is waiting for a file: the walker hands over its batch.
+    assembler_waiting: AtomicBool,
+}
+
+/// Entries of folders between the walker and the tree assembler, at most: the walker
+/// runs ahead of files still being read, but not by more than this.
+const QUEUED_ENTRIES: usize = 8_000;
+
+/// A count that waits when full; a single item larger than the limit still passes
+/// when nothing else is queued. Closed, it never waits (the run is ending).
+struct Budget {
+    used: Mutex<(usize, bool)>,
+    freed: Condvar,
+    limit: usize,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Budget {
+        Budget {
+            used: Mutex::new((0, false)),
+            freed: Condvar::new(),
+            limit,
+        }
+    }
+
+    fn try_acquire(&self, n: usize) -> bool {
+        let mut u = self.used.lock().unwrap();
+        let fits = u.1 || u.0 == 0 || u.0 + n <= self.limit;
+        if fits {
+            u.0 += n;
+        }
+        fits
+    }
+
+    fn acquire(&self, n: usize) {
+        let mut u = self.used.lock().unwrap();
+        while !(u.1 || u.0 == 0 || u.0 + n <= self.limit) {
+            u = self.freed.wait(u).unwrap();
+        }
+        u.0 += n;
+    }
+
+    fn release(&self, n: usize) {
+        let mut u = self.used.lock().unwrap();
+        u.0 = u.0.saturating_sub(n);
+        drop(u);
+        self.freed.notify_one();
+    }
+
+    fn close(&self) {
+        self.used.lock().unwrap().1 = true;
+        self.freed.notify_all();
+    }
 }
 
 const MAX_ERROR_MESSAGES: usize = 100;
@@ -351,9 +410,30 @@ enum Pending {
     },
 }
 
+impl Pending {
+    /// Whether this entry is what the parent snapshot recorded (for a folder: apart
+    /// from its sub-tree, which the assembler compares).
+    fn same_as(&self, old: Option<&Node>) -> bool {
+        match (self, old) {
+            (Pending::Ready(n), Some(o)) => n == o,
+            (Pending::Dir { node, .. }, Some(o)) => {
+                o.kind == NodeKind::Dir
+                    && Node {
+                        subtree: o.subtree,
+                        ..node.clone()
+                    } == *o
+            }
+            _ => false,
+        }
+    }
+}
+
 struct PendingDir {
     seq: u64,
     entries: Vec<Pending>,
+    /// The parent snapshot's tree of this folder, when every entry is as it recorded:
+    /// if the sub-folders come out unchanged too, that tree is reused as it is.
+    reuse: Option<Id>,
 }
 
 /// The selected paths as a tree of names from `/`, so a snapshot holds them at their
@@ -389,6 +469,8 @@ const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55"
 
 struct Walker<'s, 'a> {
     shared: &'s Shared<'a>,
+    ahead: &'s Ahead,
+    reader: &'s Reader<'a>,
     job_tx: SyncSender<Vec<FileJob>>,
     /// Files are handed to workers in batches: one wake-up per batch, not per file.
     /// A batch is closed at 32 files or 4 MiB, so large files still spread over workers.
@@ -399,11 +481,6 @@ struct Walker<'s, 'a> {
 }
 
 impl Walker<'_, '_> {
-    fn parent_tree(&self, parent: Option<&Node>) -> Option<Tree> {
-        let id = parent.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
-        self.shared.repo.read_tree(self.shared.index, &id).ok()
-    }
-
     fn excluded_dir(&self, path: &Path) -> bool {
         let sel = self.shared.selection;
         let path = self.shared.source.read_path(path);
@@ -433,11 +510,24 @@ impl Walker<'_, '_> {
         }
     }
 
-    fn send_dir(&mut self, entries: Vec<Pending>) -> u64 {
+    fn send_dir(&mut self, entries: Vec<Pending>, reuse: Option<Id>) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let pd = PendingDir { seq, entries };
+        let sh = self.shared;
+        if sh.assembler_waiting.load(Relaxed) {
+            self.flush_jobs();
+        }
         // Before waiting on the tree assembler, hand over the files it may be waiting for.
+        let size = entries.len() + 1;
+        if !sh.queued_entries.try_acquire(size) {
+            self.flush_jobs();
+            sh.queued_entries.acquire(size);
+        }
+        let pd = PendingDir {
+            seq,
+            entries,
+            reuse,
+        };
         if let Err(TrySendError::Full(pd)) = self.dir_tx.try_send(pd) {
             self.flush_jobs();
             let _ = self.dir_tx.send(pd);
@@ -454,6 +544,7 @@ impl Walker<'_, '_> {
         node: std::io::Result<Node>,
         parent: Option<&Node>,
         below: Option<&PathTrie>,
+        ticket: Option<Ticket>,
     ) -> Option<Pending> {
         let sh = self.shared;
         let mut node = match node {
@@ -509,11 +600,18 @@ impl Walker<'_, '_> {
                 if selected && self.excluded_dir(path) {
                     return None;
                 }
-                let parent_tree = self.parent_tree(parent);
-                let parent_subtree = parent.and_then(|p| p.subtree);
+                let parent_subtree = parent
+                    .filter(|n| n.kind == NodeKind::Dir)
+                    .and_then(|p| p.subtree);
                 let seq = match below.filter(|t| !t.selected) {
-                    Some(trie) => self.walk_trie(path, trie, parent_tree.as_ref()),
-                    None => self.walk_dir(path, parent_tree.as_ref()),
+                    Some(trie) => self.walk_trie(path, trie, parent_subtree.as_ref()),
+                    None => {
+                        let listing = match ticket {
+                            Some(t) => t.take(self.reader),
+                            None => self.reader.list(self.ahead, path, parent_subtree.as_ref()),
+                        };
+                        self.walk_dir(path, listing)
+                    }
                 };
                 node.size = 0;
                 Some(Pending::Dir {
@@ -536,47 +634,55 @@ impl Walker<'_, '_> {
         }
     }
 
-    fn walk_dir(&mut self, path: &Path, parent: Option<&Tree>) -> u64 {
-        // DirEntry::metadata stats relative to the open folder: no walk of the whole path.
-        let mut names: Vec<_> = match fs::read_dir(self.shared.source.read_path(path)) {
-            Ok(rd) => rd
-                .filter_map(|e| match e {
-                    Ok(e) => {
-                        let os = e.file_name();
-                        Some((sys::name_of(&os), os, e.metadata()))
-                    }
-                    Err(err) => {
-                        self.shared
-                            .warn(format!("{}: listing: {err}", path.display()));
-                        None
-                    }
-                })
-                .collect(),
-            Err(e) => {
-                self.shared
-                    .warn(format!("{}: cannot list directory: {e}", path.display()));
-                Vec::new()
-            }
+    fn walk_dir(&mut self, path: &Path, listing: Listing) -> u64 {
+        let sh = self.shared;
+        let Listing {
+            entries: names,
+            folders,
+            error,
+            entry_errors,
+            parent,
+        } = listing;
+        if let Some(e) = error {
+            sh.warn(format!("{}: cannot list directory: {e}", path.display()));
+        }
+        for e in entry_errors {
+            sh.warn(format!("{}: listing: {e}", path.display()));
+        }
+        let (parent_id, parent) = match &parent {
+            Some((id, tree)) => (Some(*id), Some(tree)),
+            None => (None, None),
         };
-        names.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut tickets = folders.into_iter().peekable();
+        let mut same = parent.is_some_and(|t| t.nodes.len() == names.len());
         let mut entries = Vec::with_capacity(names.len());
-        for (name, os, md) in names {
-            if self.shared.failed.load(Relaxed) {
+        for (i, (name, os, md)) in names.into_iter().enumerate() {
+            if sh.failed.load(Relaxed) {
                 break;
             }
+            let ticket = tickets.next_if(|(at, _)| *at == i).map(|(_, t)| t);
             let old = parent.and_then(|t| t.find(&name.0));
             let node = md.map(|md| sys::node_from_metadata(name, &md));
-            if let Some(p) = self.entry(&path.join(&os), node, old, None) {
-                entries.push(p);
+            match self.entry(&path.join(&os), node, old, None, ticket) {
+                Some(p) => {
+                    same = same && p.same_as(old);
+                    entries.push(p);
+                }
+                None => same = false,
             }
         }
-        self.send_dir(entries)
+        let reuse = parent_id.filter(|_| same);
+        self.send_dir(entries, reuse)
     }
 
-    fn walk_trie(&mut self, path: &Path, trie: &PathTrie, parent: Option<&Tree>) -> u64 {
+    fn walk_trie(&mut self, path: &Path, trie: &PathTrie, parent: Option<&Id>) -> u64 {
         if trie.selected {
-            return self.walk_dir(path, parent);
+            let listing = self.reader.list(self.ahead, path, parent);
+            return self.walk_dir(path, listing);
         }
+        let sh = self.shared;
+        let parent = parent.and_then(|id| sh.repo.read_tree(sh.index, id).ok());
+        let parent = parent.as_ref();
         let mut entries = Vec::new();
         for (name, child) in &trie.children {
             let old = parent.and_then(|t| t.find(name));
@@ -595,11 +701,11 @@ impl Walker<'_, '_> {
                 }
                 None => (PathBuf::new(), Ok(Node::layout_dir(name))),
             };
-            if let Some(p) = self.entry(&child_path, node, old, Some(child)) {
+            if let Some(p) = self.entry(&child_path, node, old, Some(child), None) {
                 entries.push(p);
             }
         }
-        self.send_dir(entries)
+        self.send_dir(entries, None)
     }
 }
 
@@ -684,11 +790,19 @@ fn assemble_trees(sh: &Shared, dir_rx: Receiver<PendingDir>) -> Result<Option<Id
     let mut done: HashMap<u64, Id> = HashMap::new();
     let mut root = None;
     for pd in dir_rx {
+        let queued = pd.entries.len() + 1;
         let mut nodes = Vec::with_capacity(pd.entries.len());
+        let mut subtrees_same = true;
         for e in pd.entries {
             match e {
                 Pending::Ready(n) => nodes.push(n),
-                Pending::File { path, done: rx } => match rx.recv() {
+                Pending::File { path, done: rx } => match rx.try_recv().or_else(|_| {
+                    // The walker may still hold this file in its batch.
+                    sh.assembler_waiting.store(true, Relaxed);
+                    let r = rx.recv();
+                    sh.assembler_waiting.store(false, Relaxed);
+                    r
+                }) {
                     Ok(Some(n)) => nodes.push(n),
                     Ok(None) => {}
                     Err(_) => {
@@ -708,6 +822,7 @@ fn assemble_trees(sh: &Shared, dir_rx: Receiver<PendingDir>) -> Result<Option<Id
                         Error::Invalid("internal error: tree out of order".into())
                     })?;
                     let c = &sh.counters;
+                    subtrees_same &= parent_subtree == Some(id);
                     match parent_subtree {
                         None => c.dirs_new.fetch_add(1, Relaxed),
                         Some(p) if p == id => c.dirs_unchanged.fetch_add(1, Relaxed),
@@ -718,9 +833,17 @@ fn assemble_trees(sh: &Shared, dir_rx: Receiver<PendingDir>) -> Result<Option<Id
                 }
             }
         }
-        let bytes = Tree { nodes }.to_bytes();
-        let id = sh.repo.keys().blob_id(&bytes);
-        sh.save(BlobKind::Tree, id, &bytes, true)?;
+        let id = match pd.reuse {
+            // Nothing in it changed: the parent's tree, already stored, is this one.
+            Some(id) if subtrees_same => id,
+            _ => {
+                let bytes = Tree { nodes }.to_bytes();
+                let id = sh.repo.keys().blob_id(&bytes);
+                sh.save(BlobKind::Tree, id, &bytes, true)?;
+                id
+            }
+        };
+        sh.queued_entries.release(queued);
         done.insert(pd.seq, id);
         root = Some(id);
     }
@@ -794,7 +917,10 @@ pub fn backup(
     let index = &loaded.index;
     let parent = find_parent(repo, opts, &paths)?;
     let parent_root = match &parent {
-        Some(p) => Some(repo.read_tree(index, &p.snapshot.tree)?),
+        Some(p) => {
+            repo.read_tree(index, &p.snapshot.tree)?; // a parent that cannot be read stops here
+            Some(p.snapshot.tree)
+        }
         None => None,
     };
 
@@ -821,7 +947,16 @@ pub fn backup(
         chunker: Chunker::new(repo.keys().chunker_seed, repo.config().chunker),
         selection: &opts.selection,
         source: &opts.source,
+        queued_entries: Budget::new(QUEUED_ENTRIES),
+        assembler_waiting: AtomicBool::new(false),
     };
+    let reader = Reader {
+        repo,
+        index,
+        source: &opts.source,
+        excludes: &opts.selection.excludes,
+    };
+    let ahead = Ahead::new();
     let pending_index = Mutex::new(PendingIndex {
         packs: Vec::new(),
         last_write: Instant::now(),
@@ -877,15 +1012,30 @@ pub fn backup(
                 })
             })
             .collect();
+        // Listing is syscalls and tree decoding: a lister per core, up to 4.
+        let listers: Vec<_> = (0..threads.min(4))
+            .map(|_| s.spawn(|| ahead.run(&reader)))
+            .collect();
         let shared_ref = &shared;
         let trie_ref = &trie;
+        let (ahead_ref, reader_ref) = (&ahead, &reader);
         let parent_root_ref = parent_root.as_ref();
         // Deep trees recurse: give the walker a generous stack.
         let walker = std::thread::Builder::new()
             .stack_size(64 << 20)
             .spawn_scoped(s, move || {
+                // However the walk ends, the listers stop.
+                struct Close<'q>(&'q Ahead);
+                impl Drop for Close<'_> {
+                    fn drop(&mut self) {
+                        self.0.close();
+                    }
+                }
+                let _close = Close(ahead_ref);
                 let mut w = Walker {
                     shared: shared_ref,
+                    ahead: ahead_ref,
+                    reader: reader_ref,
                     job_tx,
                     batch: Vec::new(),
                     batch_bytes: 0,
@@ -900,7 +1050,11 @@ pub fn backup(
         if root.is_err() {
             shared.failed.store(true, Relaxed);
         }
+        shared.queued_entries.close();
         let _ = walker.join();
+        for l in listers {
+            let _ = l.join();
+        }
         for w in workers {
             let _ = w.join();
         }
@@ -1058,6 +1212,72 @@ mod tests {
             );
         }
         // Windows removes no folder while a file in it is open (the repository's packs).
+        drop(repo);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_change_deep_down_stores_new_trees_for_its_folders_only() {
+        let dir = std::env::temp_dir().join(format!("bz-reuse-{}", Id::random().short()));
+        let src = dir.join("src");
+        // 3 levels of 4 folders, 5 files in each folder: 1 + 4 + 16 + 64 = 85 folders.
+        fn fill(d: &Path, depth: u32) {
+            fs::create_dir_all(d).unwrap();
+            for f in 0..5 {
+                fs::write(d.join(format!("f{f}.txt")), format!("{} {f}", d.display())).unwrap();
+            }
+            if depth > 0 {
+                for c in 0..4 {
+                    fill(&d.join(format!("d{c}")), depth - 1);
+                }
+            }
+        }
+        fill(&src, 3);
+        let repo_dir = dir.join("repo");
+        Repository::init(Arc::new(LocalBackend::new(&repo_dir)), b"pw", 1 << 20).unwrap();
+        let repo = Repository::open(Arc::new(LocalBackend::new(&repo_dir)), b"pw").unwrap();
+        let mut opts = BackupOptions::new(vec![src.clone()]);
+        opts.threads = 3;
+        let run = || backup(&repo, &opts, &BackupProgress::new(|_| {})).unwrap();
+        // The first run's reads may move access times (Windows): the second settles them.
+        run();
+        let settled = run().snapshot.snapshot;
+        let again = run().snapshot.snapshot;
+        assert_eq!(
+            again.tree, settled.tree,
+            "nothing changed: the same root tree"
+        );
+        assert_eq!(again.summary.blobs_added, 0);
+
+        let deep = src.join("d2/d1/d3/f4.txt");
+        fs::write(&deep, "a new ledger, longer than before").unwrap();
+        let third = run().snapshot.snapshot;
+        let sum = &third.summary;
+        assert_eq!(sum.files_changed, 1);
+        // Its folder and the three above it are new trees (and the snapshot's layout
+        // folders above `src`); the other 81 folders are the parent's trees, reused.
+        assert_eq!(sum.dirs_unchanged, 85 - 4);
+        assert!(sum.dirs_changed >= 4);
+        // One data blob, a tree per changed folder, the root tree.
+        assert_eq!(sum.blobs_added, 1 + sum.dirs_changed + 1);
+
+        let index = repo.load_index().unwrap().index;
+        let recorded = sys::recorded_path(&src).unwrap();
+        let target = dir.join("restored");
+        restore(
+            &repo,
+            &index,
+            &third.tree,
+            &recorded,
+            &RestoreOptions::new(target.clone()),
+            &RestoreProgress::new(|_| {}),
+        )
+        .unwrap();
+        let got = fs::read_to_string(target.join("d2/d1/d3/f4.txt")).unwrap();
+        assert_eq!(got, "a new ledger, longer than before");
+        let other = fs::read_to_string(target.join("d2/d1/d2/f4.txt")).unwrap();
+        let other_src = src.join("d2").join("d1").join("d2");
+        assert_eq!(other, format!("{} 4", other_src.display()));
         drop(repo);
         fs::remove_dir_all(&dir).unwrap();
     }

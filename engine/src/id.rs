@@ -86,8 +86,19 @@ impl Serialize for Id {
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Id::from_hex(&s).map_err(serde::de::Error::custom)
+        // A visitor, not `String::deserialize`: a tree holds an id per chunk, and the
+        // string is borrowed from the object's bytes instead of allocated for each.
+        struct HexVisitor;
+        impl serde::de::Visitor<'_> for HexVisitor {
+            type Value = Id;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an id of 64 hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Id, E> {
+                Id::from_hex(s).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(HexVisitor)
     }
 }
 

@@ -45,33 +45,53 @@ impl std::fmt::Debug for Name {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum NameRepr {
-    Text(String),
-    Bytes { hex: String },
-}
-
+/// A name is a JSON string when it is UTF-8, else `{"hex": "..."}`.
 impl Serialize for Name {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match std::str::from_utf8(&self.0) {
-            Ok(t) => NameRepr::Text(t.to_string()),
-            Err(_) => NameRepr::Bytes {
-                hex: to_hex(&self.0),
-            },
+            Ok(t) => s.serialize_str(t),
+            Err(_) => {
+                use serde::ser::SerializeStruct;
+                let mut st = s.serialize_struct("Name", 1)?;
+                st.serialize_field("hex", &to_hex(&self.0))?;
+                st.end()
+            }
         }
-        .serialize(s)
     }
 }
 
+/// Read with a visitor rather than an untagged enum, which would buffer every name of
+/// every tree before trying its variants (the no-change backup decodes every tree).
 impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Ok(match NameRepr::deserialize(d)? {
-            NameRepr::Text(t) => Name(t.into_bytes()),
-            NameRepr::Bytes { hex } => {
-                Name(from_hex(&hex).ok_or_else(|| serde::de::Error::custom("bad hex in name"))?)
+        struct NameVisitor;
+        impl<'de> serde::de::Visitor<'de> for NameVisitor {
+            type Value = Name;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"a name: a string, or {"hex": "..."}"#)
             }
-        })
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Name, E> {
+                Ok(Name(s.as_bytes().to_vec()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Name, A::Error> {
+                let mut hex: Option<std::borrow::Cow<'de, str>> = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "hex" {
+                        hex = Some(map.next_value()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                let hex = hex.ok_or_else(|| serde::de::Error::missing_field("hex"))?;
+                from_hex(&hex)
+                    .map(Name)
+                    .ok_or_else(|| serde::de::Error::custom("bad hex in name"))
+            }
+        }
+        d.deserialize_any(NameVisitor)
     }
 }
 
