@@ -51,9 +51,10 @@ for s in sorted({k[0] for k in rows}):
         ("no-change backup (s)", bk["no-change backup (s)"], f"`find` stating every file: {find:.2f} s", find, "–"),
         ("one file touched (s)", bk["one file touched, backup (s)"], f"no-change: {bk['no-change backup (s)']:.2f} s", bk["no-change backup (s)"], "≤ 1.2x"),
         ("one file touched, RSS (MiB)", bk["one file touched, peak RSS (MiB)"], f"no-change: {bk['no-change backup peak RSS (MiB)']:.0f} MiB", bk["no-change backup peak RSS (MiB)"], "≤ 1.2x"),
-        ("initial backup peak RSS (MB)", bk["initial backup peak RSS (MiB)"] * 1.048576, "before issue 14: 93 MB", 93, "≤ 1x"),
         ("restore into tmpfs (s)", bk["restore into tmpfs (s)"], f"`tar -x` into the same tmpfs: {tarx:.2f} s", tarx, "≤ 1.3x"),
         ("restore into tmpfs (s)", bk["restore into tmpfs (s)"], f"`zstd -dc \\| tar -x`, same tmpfs: {tarxz:.2f} s", tarxz, "–"),
     ]
+    if s == "kernel":  # the issue's figure is the kernel tree's
+        rows_out.insert(5, ("initial backup peak RSS (MB)", bk["initial backup peak RSS (MiB)"] * 1.048576, "before issue 14: 93 MB", 93, "≤ 1x"))
     for name, v, against, base, target in rows_out:
         print(f"| {name} | {v:.2f} | {against} | {v / base:.2f}x | {target} |")

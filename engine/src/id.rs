@@ -32,11 +32,19 @@ impl Id {
     }
 
     pub fn from_hex(s: &str) -> Result<Id> {
-        let bytes = from_hex(s).ok_or_else(|| Error::Invalid(format!("not an id: {s:?}")))?;
-        let arr: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| Error::Invalid(format!("not a 64-digit id: {s:?}")))?;
-        Ok(Id(arr))
+        // Straight into the array: trees hold an id per chunk, decoded on every backup.
+        let hex = s.as_bytes();
+        if hex.len() != 64 {
+            return Err(Error::Invalid(format!("not a 64-digit id: {s:?}")));
+        }
+        let mut id = [0u8; 32];
+        for (b, pair) in id.iter_mut().zip(hex.chunks_exact(2)) {
+            *b = match (nibble(pair[0]), nibble(pair[1])) {
+                (Some(h), Some(l)) => h << 4 | l,
+                _ => return Err(Error::Invalid(format!("not an id: {s:?}"))),
+            };
+        }
+        Ok(Id(id))
     }
 }
 
@@ -112,16 +120,19 @@ pub fn to_hex(bytes: &[u8]) -> String {
     s
 }
 
-pub fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let nibble = |c: u8| match c {
+fn nibble(c: u8) -> Option<u8> {
+    match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
-    };
+    }
+}
+
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
     s.as_bytes()
         .chunks(2)
         .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
@@ -139,5 +150,8 @@ mod tests {
         assert_eq!(id.short().len(), 8);
         assert!(Id::from_hex("abc").is_err());
         assert!(Id::from_hex(&"zz".repeat(32)).is_err());
+        assert!(Id::from_hex(&id.to_hex()[..62]).is_err());
+        assert!(Id::from_hex(&format!("{}é", &id.to_hex()[..62])).is_err());
+        assert_eq!(Id::from_hex(&id.to_hex().to_uppercase()).unwrap(), id);
     }
 }

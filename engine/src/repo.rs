@@ -479,18 +479,32 @@ impl Repository {
     }
 
     pub fn read_snapshot(&self, name: &str) -> Result<Snapshot> {
-        let mut bytes = self.backend.read(Kind::Snapshot, name)?;
-        if Id::of_object(&bytes).to_hex() != name {
-            if let Some(Ok(other)) = self
-                .backend
-                .fallback()
-                .map(|o| o.read(Kind::Snapshot, name))
-            {
-                if Id::of_object(&other).to_hex() == name {
-                    bytes = other;
+        // Snapshot objects never change: kept in the cache, a repository's snapshots are
+        // read once, not on every command (one request each on S3).
+        let cached = self.cache.as_ref().and_then(|c| c.get("snapshots", name));
+        let bytes = match cached {
+            Some(b) => b,
+            None => {
+                let mut bytes = self.backend.read(Kind::Snapshot, name)?;
+                if Id::of_object(&bytes).to_hex() != name {
+                    if let Some(Ok(other)) = self
+                        .backend
+                        .fallback()
+                        .map(|o| o.read(Kind::Snapshot, name))
+                    {
+                        if Id::of_object(&other).to_hex() == name {
+                            bytes = other;
+                        }
+                    }
                 }
+                if let Some(c) = &self.cache {
+                    if Id::of_object(&bytes).to_hex() == name {
+                        c.put("snapshots", name, &bytes);
+                    }
+                }
+                bytes
             }
-        }
+        };
         let what = || format!("snapshot {name}");
         let plain = blob::decode(&self.keys, ObjectType::Snapshot, None, bytes, None, &what)?;
         serde_json::from_slice(&plain)
@@ -501,7 +515,16 @@ impl Repository {
     pub fn snapshots(&self) -> Result<(Vec<SnapshotEntry>, Vec<String>)> {
         let mut out = Vec::new();
         let mut problems = Vec::new();
-        for (name, _) in self.backend.list(Kind::Snapshot)? {
+        let names: HashSet<String> = self
+            .backend
+            .list(Kind::Snapshot)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        if let Some(c) = &self.cache {
+            c.retain("snapshots", &names); // forgotten ones leave the cache too
+        }
+        for name in names {
             let Ok(id) = Id::from_hex(&name) else {
                 continue;
             };

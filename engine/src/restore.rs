@@ -29,7 +29,7 @@ use crate::names::{self, Renamed};
 use crate::pack::BlobKind;
 use crate::repo::Repository;
 use crate::sys;
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{Name, Node, NodeKind, Tree};
 
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
@@ -111,6 +111,17 @@ pub fn find_node(repo: &Repository, index: &Index, root: &Id, path: &str) -> Res
     let mut tree_id = *root;
     let mut found = None;
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    // The path is checked as every tree entry is: a snapshot may hold an entry named
+    // `..`, and restoring it by name would write (or clear) the target's parent.
+    if let Some(bad) = parts
+        .iter()
+        .find(|p| !Name(p.as_bytes().to_vec()).is_safe_component())
+    {
+        return Err(Error::Invalid(format!(
+            "{path}: {bad:?} cannot be part of a path in a snapshot; name folders and files \
+             as they are listed (`backazon ls`), without `.` or `..`"
+        )));
+    }
     for (i, part) in parts.iter().enumerate() {
         let tree = repo.read_tree(index, &tree_id)?;
         let node = tree
@@ -575,4 +586,65 @@ pub fn restore(
     }
     r.summary.errors = progress.errors.load(Relaxed);
     Ok(r.summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::craft::{craft_snapshot, Crafted};
+    use crate::LocalBackend;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_path_through_dot_or_dot_dot_is_refused_and_nothing_outside_is_touched() {
+        let dir = std::env::temp_dir().join(format!("bz-dotdot-{}", Id::random().short()));
+        let parent = dir.join("parent");
+        let target = parent.join("target");
+        fs::create_dir_all(&target).unwrap();
+        fs::write(parent.join("keep.txt"), "mine").unwrap();
+        fs::write(target.join("also-mine.txt"), "mine").unwrap();
+        let backend = Arc::new(LocalBackend::new(dir.join("repo")));
+        Repository::init(backend.clone(), b"pw", 1 << 20).unwrap();
+        let repo = Repository::open(backend, b"pw").unwrap();
+        let snap = craft_snapshot(
+            &repo,
+            vec![Crafted::dir(
+                "a",
+                vec![
+                    Crafted::file(".", "dot"),
+                    Crafted::file("..", "dot dot"),
+                    Crafted::file("x", "fine"),
+                ],
+            )],
+        )
+        .unwrap();
+        let root = repo.read_snapshot(&snap.to_hex()).unwrap().tree;
+        let index = repo.load_index().unwrap().index;
+        let run = |path: &str| {
+            restore(
+                &repo,
+                &index,
+                &root,
+                path,
+                &RestoreOptions::new(target.clone()),
+                &RestoreProgress::new(|_| {}),
+            )
+        };
+        for path in ["/a/..", "/a/.", "/a/../a/x", "/./a", "/a/x\0"] {
+            let err = run(&path).expect_err(&path).to_string();
+            assert!(err.contains("cannot be part of a path"), "{path}: {err}");
+            assert_eq!(fs::read_to_string(parent.join("keep.txt")).unwrap(), "mine");
+            assert_eq!(
+                fs::read_to_string(target.join("also-mine.txt")).unwrap(),
+                "mine"
+            );
+        }
+        // The folder itself restores, without its two unsafe entries.
+        let sum = run("/a").unwrap();
+        assert_eq!(sum.files, 1);
+        assert_eq!(fs::read_to_string(target.join("x")).unwrap(), "fine");
+        assert_eq!(fs::read_to_string(parent.join("keep.txt")).unwrap(), "mine");
+        drop(repo);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
