@@ -631,7 +631,7 @@ mod tests {
             )
         };
         for path in ["/a/..", "/a/.", "/a/../a/x", "/./a", "/a/x\0"] {
-            let err = run(&path).expect_err(&path).to_string();
+            let err = run(path).expect_err(path).to_string();
             assert!(err.contains("cannot be part of a path"), "{path}: {err}");
             assert_eq!(fs::read_to_string(parent.join("keep.txt")).unwrap(), "mine");
             assert_eq!(
