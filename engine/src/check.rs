@@ -27,6 +27,9 @@ pub struct CheckReport {
     pub index_objects: usize,
     pub blobs: usize,
     pub bytes_read: u64,
+    /// Temporary files of interrupted writes (warned of, not errors).
+    pub leftovers: usize,
+    pub leftover_bytes: u64,
 }
 
 impl CheckReport {
@@ -73,6 +76,18 @@ pub fn check(repo: &Repository, read_data: bool, on_step: &dyn Fn(&str)) -> Resu
     for p in &loaded.unindexed_packs {
         report.warnings.push(format!(
             "pack {p} is in no index (left by an interrupted backup); its blobs are used from its header"
+        ));
+    }
+    let leftovers = repo.backend().leftovers()?;
+    if !leftovers.is_empty() {
+        report.leftovers = leftovers.len();
+        report.leftover_bytes = leftovers.iter().map(|l| l.size).sum();
+        report.warnings.push(format!(
+            "{} temporary files ({} bytes) left by interrupted writes, such as {}; \
+             not part of the repository: `backazon prune` removes them",
+            leftovers.len(),
+            report.leftover_bytes,
+            leftovers[0].path
         ));
     }
     let index = &loaded.index;

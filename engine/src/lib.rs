@@ -28,7 +28,7 @@ pub mod sys;
 pub mod tree;
 
 pub use backend::local::LocalBackend;
-pub use backend::{Backend, Kind};
+pub use backend::{Backend, Kind, Leftover};
 pub use error::{Error, Result};
 pub use id::Id;
 pub use repo::{Repository, DEFAULT_PACK_SIZE, FORMAT_VERSION};

@@ -58,6 +58,7 @@ pub struct PruneReport {
     pub index_objects_written: usize,
     /// Leftovers of interrupted writes (local folders).
     pub temporary_files_removed: usize,
+    pub temporary_bytes_removed: u64,
     /// Blobs snapshots name that no pack holds (damage `check` reports); prune goes on.
     pub missing_blobs: usize,
 }
@@ -99,6 +100,9 @@ fn used_blobs(
     report.missing_blobs = used.iter().filter(|b| !index.contains(b)).count();
     Ok(used)
 }
+
+/// Temporary files of keys and locks older than this are leftovers of dead writers.
+pub const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
 
 /// Prunes, or with `dry_run` only says what it would do. `say` gets progress lines.
 pub fn prune(repo: &Repository, opts: &PruneOptions, say: &dyn Fn(&str)) -> Result<PruneReport> {
@@ -330,7 +334,16 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, say: &dyn Fn(&str)) -> Resu
             Err(e) => return Err(e),
         }
     }
-    report.temporary_files_removed = backend.remove_temporary(Duration::from_secs(3600))?;
+    // What interrupted writers left. Packs, index and snapshot objects are written only
+    // under a lock (backup: shared, prune: exclusive); this prune holds the exclusive
+    // one, so no writer of theirs is live and their temporary files go whatever their
+    // age. (`replica sync` copies without a lock, needing no password: one it is
+    // writing at this moment fails and is copied on its next run.) Keys and locks are
+    // written without one: theirs go after an hour.
+    let (n, bytes) =
+        backend.remove_leftovers(&[Kind::Pack, Kind::Index, Kind::Snapshot], LEFTOVER_AGE)?;
+    report.temporary_files_removed = n;
+    report.temporary_bytes_removed = bytes;
     for (_, size) in backend.list(Kind::Pack)? {
         report.packs_after += 1;
         report.bytes_after += size;

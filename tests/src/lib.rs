@@ -631,6 +631,37 @@ pub fn object_path(repo: &Path, folder: &str, name: &str) -> PathBuf {
 }
 
 /// Names of the objects in one folder of a local repository (not files being written).
+/// Every file under `dir` (recursively): path and size.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let md = e.metadata().unwrap();
+            if md.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path(), md.len()));
+            }
+        }
+    }
+    out
+}
+
+/// A local repository's temporary files (`.tmp-*`, from writes not finished).
+pub fn temporary_files(repo: &Path) -> Vec<(PathBuf, u64)> {
+    files_under(repo)
+        .into_iter()
+        .filter(|(p, _)| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".tmp-")
+        })
+        .collect()
+}
+
 pub fn objects(repo: &Path, folder: &str) -> Vec<String> {
     let mut out = Vec::new();
     let base = repo.join(folder);

@@ -45,6 +45,13 @@ pub fn prune_repo(ctx: &Ctx, repo: &Repository, dry_run: bool, max_unused: f64) 
             r.packs_after,
             bytes(r.bytes_after)
         ));
+        if r.temporary_files_removed > 0 {
+            ctx.say(format!(
+                "{} temporary files of interrupted writes removed ({})",
+                r.temporary_files_removed,
+                bytes(r.temporary_bytes_removed)
+            ));
+        }
     }
     Ok(0)
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
-use super::{Backend, Kind};
+use super::{Backend, Kind, Leftover};
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -261,30 +261,57 @@ impl Backend for LocalBackend {
         fs::remove_file(&p).map_err(|e| not_found_or_io(e, "removing", &p))
     }
 
-    fn remove_temporary(&self, older_than: std::time::Duration) -> Result<usize> {
-        let mut dirs = vec![self.root.clone()];
-        for d in ["keys", "index", "snapshots", "locks"] {
-            dirs.push(self.root.join(d));
+    fn leftovers(&self) -> Result<Vec<Leftover>> {
+        // Temporary files sit beside the object they were to become (`write`).
+        let mut dirs = Vec::new();
+        for kind in [
+            Kind::Config,
+            Kind::Key,
+            Kind::Index,
+            Kind::Snapshot,
+            Kind::Lock,
+        ] {
+            dirs.push((kind, self.root.join(kind.dir())));
         }
-        let data = self.root.join("data");
+        let data = self.root.join(Kind::Pack.dir());
         for (n, _) in read_dir_names(&data)? {
-            dirs.push(data.join(n));
+            dirs.push((Kind::Pack, data.join(n)));
         }
-        let mut removed = 0;
-        for d in dirs {
-            for (name, _) in read_dir_names(&d)? {
+        let mut out = Vec::new();
+        for (kind, d) in dirs {
+            for (name, size) in read_dir_names(&d)? {
                 if !name.starts_with(".tmp-") {
                     continue;
                 }
                 let p = d.join(&name);
-                let old = fs::symlink_metadata(&p)
+                let age = fs::symlink_metadata(&p)
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age >= older_than);
-                if old && fs::remove_file(&p).is_ok() {
-                    removed += 1;
-                }
+                    .unwrap_or_default();
+                out.push(Leftover {
+                    kind,
+                    path: p.display().to_string(),
+                    size,
+                    age,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove_leftovers(
+        &self,
+        unowned: &[Kind],
+        older_than: std::time::Duration,
+    ) -> Result<(usize, u64)> {
+        let mut removed = (0, 0);
+        for l in self.leftovers()? {
+            if (unowned.contains(&l.kind) || l.age >= older_than)
+                && fs::remove_file(&l.path).is_ok()
+            {
+                removed.0 += 1;
+                removed.1 += l.size;
             }
         }
         Ok(removed)

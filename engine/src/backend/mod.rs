@@ -86,12 +86,32 @@ pub trait Backend: Send + Sync {
     fn replica_status(&self) -> Option<replica::ReplicaStatus> {
         None
     }
-    /// Removes leftovers of writes interrupted more than `older_than` ago (temporary
-    /// files of a local folder; an S3 PUT leaves none). Returns how many were removed.
-    fn remove_temporary(&self, older_than: std::time::Duration) -> Result<usize> {
-        let _ = older_than;
-        Ok(0)
+    /// What interrupted writes left: temporary files of a local folder (an S3 PUT is
+    /// whole or absent, and Backazon makes no multipart uploads, so S3 has none).
+    fn leftovers(&self) -> Result<Vec<Leftover>> {
+        Ok(Vec::new())
     }
+    /// Removes leftovers: those of `unowned` kinds whatever their age (the caller knows
+    /// no writer of them is live), the others once older than `older_than`. Returns how
+    /// many were removed and their bytes.
+    fn remove_leftovers(
+        &self,
+        unowned: &[Kind],
+        older_than: std::time::Duration,
+    ) -> Result<(usize, u64)> {
+        let _ = (unowned, older_than);
+        Ok((0, 0))
+    }
+}
+
+/// A temporary object of an interrupted write.
+#[derive(Clone, Debug)]
+pub struct Leftover {
+    pub kind: Kind,
+    /// Where it is, for messages.
+    pub path: String,
+    pub size: u64,
+    pub age: std::time::Duration,
 }
 
 /// What a remote backend did: requests by type (retries included) and payload bytes.

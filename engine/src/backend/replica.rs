@@ -6,8 +6,9 @@
 //! behind; [`sync`] copies what one side lacks (or has damaged) from the other.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use super::{Backend, BackendStats, Kind};
+use super::{Backend, BackendStats, Kind, Leftover};
 use crate::error::{Error, Result};
 use crate::id::Id;
 
@@ -136,9 +137,19 @@ impl Backend for Replicated {
             .or_else(|e| self.replica.list(kind).map_err(|_| e))
     }
 
-    fn remove_temporary(&self, older_than: std::time::Duration) -> Result<usize> {
-        let n = self.primary.remove_temporary(older_than)?;
-        Ok(n + self.replica.remove_temporary(older_than).unwrap_or(0))
+    fn leftovers(&self) -> Result<Vec<Leftover>> {
+        let mut all = self.primary.leftovers()?;
+        all.extend(self.replica.leftovers().unwrap_or_default());
+        Ok(all)
+    }
+
+    fn remove_leftovers(&self, unowned: &[Kind], older_than: Duration) -> Result<(usize, u64)> {
+        let (n, bytes) = self.primary.remove_leftovers(unowned, older_than)?;
+        let (m, more) = self
+            .replica
+            .remove_leftovers(unowned, older_than)
+            .unwrap_or_default();
+        Ok((n + m, bytes + more))
     }
 
     fn remove(&self, kind: Kind, name: &str) -> Result<()> {
