@@ -6,6 +6,7 @@
 //! `BACKAZON_CRASH_POINTS=N` runs N points (20 by default) from seed
 //! `BACKAZON_CRASH_FIRST` (0), `BACKAZON_CRASH_SEED=S` reruns the one point S;
 //! `bench/crash.sh` runs thousands. A failure names its seed.
+#![cfg(target_os = "linux")]
 
 use std::path::Path;
 use std::process::Stdio;
@@ -54,7 +55,7 @@ fn mutate(src: &Path, rng: &mut Rng) {
     for _ in 0..3 {
         let i = rng.below(24);
         let len = 64 * 1024 + rng.below(2 << 20) as usize;
-        let data = if i % 2 == 0 {
+        let data = if i.is_multiple_of(2) {
             rng.noise(len)
         } else {
             rng.text(len)
