@@ -171,6 +171,8 @@ pub fn check(repo: &Repository, read_data: bool, on_step: &dyn Fn(&str)) -> Resu
     Ok(report)
 }
 
+/// Walks a snapshot's trees with a stack of its own, not the thread's, so a hostile
+/// nesting cannot overflow it; past [`crate::MAX_DEPTH`] folders it stops with an error.
 #[allow(clippy::too_many_arguments)]
 fn walk(
     repo: &Repository,
@@ -182,29 +184,40 @@ fn walk(
     on_error: &mut dyn FnMut(String),
     on_file: &mut dyn FnMut(&str, &[Id]),
 ) {
-    if !seen.insert(*tree_id) {
-        return;
-    }
-    let tree = match repo.read_tree(index, tree_id) {
-        Ok(t) => t,
-        Err(e) => {
-            on_error(format!("snapshot {}: {}/: {e}", snap.id.short(), path));
-            return;
+    let mut todo = vec![(*tree_id, path.to_string(), 0usize)];
+    while let Some((tree_id, path, depth)) = todo.pop() {
+        if !seen.insert(tree_id) {
+            continue;
         }
-    };
-    for n in &tree.nodes {
-        let p = format!("{path}/{}", n.name.to_string_lossy());
-        match n.kind {
-            NodeKind::Dir => match &n.subtree {
-                Some(sub) => walk(repo, index, snap, sub, &p, seen, on_error, on_file),
-                None => on_error(format!(
-                    "snapshot {}: {p}: folder without a tree",
-                    snap.id.short()
-                )),
-            },
-            NodeKind::File => on_file(&p, &n.content),
-            _ => {}
+        let tree = match repo.read_tree(index, &tree_id) {
+            Ok(t) => t,
+            Err(e) => {
+                on_error(format!("snapshot {}: {}/: {e}", snap.id.short(), path));
+                continue;
+            }
+        };
+        let mut subs = Vec::new();
+        for n in &tree.nodes {
+            let p = format!("{path}/{}", n.name.to_string_lossy());
+            match n.kind {
+                NodeKind::Dir => match &n.subtree {
+                    Some(_) if depth + 1 >= crate::MAX_DEPTH => on_error(format!(
+                        "snapshot {}: {p}: folders nested deeper than {} levels (not checked)",
+                        snap.id.short(),
+                        crate::MAX_DEPTH
+                    )),
+                    Some(sub) => subs.push((*sub, p, depth + 1)),
+                    None => on_error(format!(
+                        "snapshot {}: {p}: folder without a tree",
+                        snap.id.short()
+                    )),
+                },
+                NodeKind::File => on_file(&p, &n.content),
+                _ => {}
+            }
         }
+        // Depth-first in name order, as the recursion it replaces.
+        todo.extend(subs.into_iter().rev());
     }
 }
 

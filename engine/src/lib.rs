@@ -32,3 +32,9 @@ pub use backend::{Backend, Kind, Leftover};
 pub use error::{Error, Result};
 pub use id::Id;
 pub use repo::{Repository, DEFAULT_PACK_SIZE, FORMAT_VERSION};
+
+/// Folders nested deeper than this are not followed by restore, check and ls (a warning
+/// or an error names where): deeper than any path an OS takes (Linux's PATH_MAX of
+/// 4,096 bytes holds at most 2,048 folders), and bounded so that a crafted snapshot of
+/// endless nesting cannot exhaust a stack or memory.
+pub const MAX_DEPTH: usize = 4096;

@@ -261,6 +261,9 @@ fn folder_ignores_case(dir: &Path) -> bool {
     ignores
 }
 
+/// The walk's stack: [`crate::MAX_DEPTH`] levels take about a tenth of it.
+const WALK_STACK: usize = 256 << 20;
+
 /// Files restored pack by pack at once from a remote repository: each pack is read once
 /// per batch, so once in all for a restore of up to this many files; the batch's plan is
 /// what a restore holds in memory.
@@ -425,6 +428,13 @@ impl Restorer<'_> {
         match node.kind {
             NodeKind::Dir => {
                 let Some(sub) = node.subtree else { return };
+                if stack.len() >= crate::MAX_DEPTH {
+                    self.progress.warn(format!(
+                        "{path}: folders nested deeper than {} levels; not restored",
+                        crate::MAX_DEPTH
+                    ));
+                    return;
+                }
                 stack.push(PendingDir {
                     path: target.clone(),
                     node: node.clone(),
@@ -546,7 +556,6 @@ pub fn restore(
                 });
             }
         }
-        let mut stack = Vec::new();
         let mut tx = Batcher {
             tx,
             batch: Vec::new(),
@@ -554,23 +563,34 @@ pub fn restore(
             max_files: if remote { PACK_ORDER_FILES } else { 64 },
             max_bytes: if remote { u64::MAX } else { 8 << 20 },
         };
-        match &start {
-            None => r.walk(root, &opts.target, "", false, &mut stack, &mut tx),
-            Some(n) if n.kind == NodeKind::Dir => {
-                if let Some(sub) = n.subtree {
-                    r.walk(&sub, &opts.target, &snap_base, false, &mut stack, &mut tx)
+        let (r, start, snap_base) = (&mut r, &start, &snap_base);
+        // The walk recurses a level per folder: on a thread whose stack holds
+        // MAX_DEPTH levels with room to spare, whatever the calling thread has.
+        let walk = move || {
+            let mut stack = Vec::new();
+            match start {
+                None => r.walk(root, &opts.target, "", false, &mut stack, &mut tx),
+                Some(n) if n.kind == NodeKind::Dir => {
+                    if let Some(sub) = n.subtree {
+                        r.walk(&sub, &opts.target, snap_base, false, &mut stack, &mut tx)
+                    }
+                }
+                Some(n) => {
+                    let parent = snap_base.rsplit_once('/').map_or("", |(p, _)| p);
+                    let place = names::place(&[n.name.0.as_slice()], sys::NAME_RULE, || false)
+                        .pop()
+                        .flatten();
+                    r.entry(n, place, &opts.target, parent, true, &mut stack, &mut tx);
                 }
             }
-            Some(n) => {
-                let parent = snap_base.rsplit_once('/').map_or("", |(p, _)| p);
-                let place = names::place(&[n.name.0.as_slice()], sys::NAME_RULE, || false)
-                    .pop()
-                    .flatten();
-                r.entry(n, place, &opts.target, parent, true, &mut stack, &mut tx);
-            }
-        }
-        tx.flush();
-        drop(tx);
+            tx.flush();
+        };
+        std::thread::Builder::new()
+            .stack_size(WALK_STACK)
+            .spawn_scoped(s, walk)
+            .expect("starting the restore walk")
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
     });
     for (first, link, path) in std::mem::take(&mut r.pending_links) {
         let res = clear_for_create(&link, &made).and_then(|_| fs::hard_link(&first, &link));

@@ -458,3 +458,39 @@ fn hostile_names_in_a_snapshot_never_escape_the_target() {
         "files outside the target"
     );
 }
+
+#[test]
+fn folders_nested_thousands_deep_are_listed_checked_and_restored_to_a_limit() {
+    // 7,000 folders one inside the other, crafted (no OS makes such a path): ls, check
+    // and restore once overflowed their stacks at this depth and aborted (exit 134).
+    let env = Env::init("deep");
+    let repo = env.open();
+    let snap = std::thread::Builder::new()
+        .stack_size(1 << 30) // the crafting recursion, not Backazon's
+        .spawn(move || {
+            let mut entries = vec![Crafted::file("bottom.txt", "deep down")];
+            for _ in 0..7000 {
+                entries = vec![Crafted::dir("d", entries)];
+            }
+            craft_snapshot(&repo, entries).to_hex()
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let limit = backazon_engine::MAX_DEPTH;
+    let deeper = format!("deeper than {limit} levels");
+
+    let ls = env.run(&["ls", &snap]);
+    assert_eq!(ls.code, 0, "{}", ls.stderr);
+    assert!(ls.stderr.contains(&deeper), "{}", ls.stderr);
+    assert_eq!(ls.stdout.lines().count(), limit);
+
+    let check = env.run(&["check"]);
+    assert_eq!(check.code, 1, "{}", check.stderr);
+    assert!(check.stderr.contains(&deeper), "{}", check.stderr);
+
+    let out = env.dir.join("out");
+    let r = env.restore(&snap, &out, &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains(&deeper), "{}", r.stderr);
+}

@@ -3,10 +3,10 @@
 use anyhow::Result;
 use backazon_engine::restore::{self};
 use backazon_engine::tree::{Node, NodeKind};
-use backazon_engine::{Id, Repository};
+use backazon_engine::Id;
 
 use super::split_spec;
-use crate::ctx::Ctx;
+use crate::ctx::{warn, Ctx};
 use crate::format::{self};
 
 fn node_json(path: &str, n: &Node) -> serde_json::Value {
@@ -72,28 +72,29 @@ pub fn run(ctx: &Ctx, spec: &str, long: bool) -> Result<u8> {
     for (p, n) in &out {
         emit(p, n);
     }
-    // Depth-first, in name order, like `find`.
-    fn visit(
-        repo: &Repository,
-        index: &backazon_engine::index::Index,
-        path: &str,
-        tree: &Id,
-        emit: &mut dyn FnMut(&str, &Node),
-    ) -> Result<()> {
-        let t = repo.read_tree(index, tree)?;
-        for n in &t.nodes {
-            let p = format!("{path}/{}", n.name.to_string_lossy());
-            emit(&p, n);
-            if n.kind == NodeKind::Dir {
-                if let Some(sub) = &n.subtree {
-                    visit(repo, index, &p, sub, emit)?;
+    // Depth-first, in name order, like `find`; with a stack of its own (a snapshot may
+    // nest folders deeper than the thread's stack would take).
+    for (p, t) in stack {
+        let mut todo = vec![(p, t, 0usize)];
+        while let Some((path, tree, depth)) = todo.pop() {
+            let t = repo.read_tree(index, &tree)?;
+            let mut subs = Vec::new();
+            for n in t.nodes.iter() {
+                let p = format!("{path}/{}", n.name.to_string_lossy());
+                emit(&p, n);
+                if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
+                    if depth + 1 >= backazon_engine::MAX_DEPTH {
+                        warn(&format!(
+                            "{p}: folders nested deeper than {} levels are not listed",
+                            backazon_engine::MAX_DEPTH
+                        ));
+                    } else {
+                        subs.push((p, sub, depth + 1));
+                    }
                 }
             }
+            todo.extend(subs.into_iter().rev());
         }
-        Ok(())
-    }
-    for (p, t) in stack {
-        visit(&repo, index, &p, &t, &mut emit)?;
     }
     if json {
         out!("{}", serde_json::to_string_pretty(&items)?);
