@@ -1,11 +1,13 @@
 //! The pack reader against a real repository in a local folder that is read as S3 is:
 //! each read counted as a request, large reads preferred.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use super::FIRST_PREFETCH;
 use crate::backend::{Backend, BackendStats, Kind};
 use crate::backup::{backup, BackupOptions, BackupProgress, ParentChoice};
 use crate::datacache::SEGMENT;
@@ -114,6 +116,7 @@ fn fixture() -> Fixture {
     let repo = Repository::open(backend.clone(), b"pw").unwrap();
     let mut opts = BackupOptions::new(vec![src]);
     opts.parent = ParentChoice::None;
+    opts.threads = 1; // the same packs every run
     backup(&repo, &opts, &BackupProgress::new(|_| {})).unwrap();
     Fixture { dir, backend }
 }
@@ -224,7 +227,26 @@ fn prefetched_packs_come_in_one_read_each_and_a_random_read_fetches_little() {
     for id in &all {
         repo.read_blob(&index, BlobKind::Data, id).unwrap();
     }
-    assert_eq!(f.reads() - before, packs.len() as u64, "one read per pack");
+    // One read per pack; a pack the first read does not cover (a pack closes past its
+    // target size, by up to a chunk) may take a second, larger one.
+    let sizes: HashMap<String, u64> = f.backend.list(Kind::Pack).unwrap().into_iter().collect();
+    let expected: u64 = packs
+        .iter()
+        .map(|(p, _)| {
+            if sizes[&p.to_hex()] <= FIRST_PREFETCH + SEGMENT {
+                1
+            } else {
+                2
+            }
+        })
+        .sum();
+    // (Fewer when the pace of the pack read just before already widened the first read.)
+    let reads = f.reads() - before;
+    assert!(
+        (packs.len() as u64..=expected).contains(&reads),
+        "{reads} reads for {} packs, at most {expected}",
+        packs.len()
+    );
 
     // A single blob in the middle of a pack, on a fresh cache: one read, of about the
     // segments it lies in.
