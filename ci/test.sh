@@ -3,7 +3,8 @@
 # is already there), builds once in release for Linux and once for Windows (tests and
 # benchmarks share those builds), type-checks for macOS (ci/macos.sh), then runs every unit and end-to-end test on Linux and
 # the unit tests of the engine, fs and cli under Wine; the Windows end-to-end tests
-# (tests/tests/windows.rs) drive backazon.exe under Wine from the Linux run.
+# (tests/tests/windows.rs) drive backazon.exe under Wine from the Linux run; then every
+# fuzz target over its corpus and a short burst (ci/fuzz.sh).
 # CI runs this through .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,8 @@ status=0
 cargo test --release --workspace --no-fail-fast 2>&1 | tee "$linux" || status=$?
 echo "--- unit tests of the Windows build (engine, fs, cli), under Wine"
 bash ci/windows.sh test --no-fail-fast 2>&1 | tee "$windows" || status=$?
+echo "--- fuzz targets (fuzz/): each over its corpus, then 10 s of new inputs"
+bash ci/fuzz.sh 10 || status=$?
 # One closing line over every test binary, Linux and Windows, for people and for CI.
 # tests/windows.rs runs in the Linux pass but every test in it drives backazon.exe.
 awk '/Running / { exe = (FILENAME == ARGV[2] || $0 ~ /tests\/windows\.rs/) ? "w" : "l" }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use backazon_engine::backend::replica::Replicated;
+#[cfg(feature = "s3")]
 use backazon_engine::backend::s3::{S3Backend, S3Options};
 use backazon_engine::glob::Pattern;
 use backazon_engine::{Backend, Error, LocalBackend, Repository};
@@ -114,6 +115,7 @@ impl Ctx {
     }
 
     pub fn open_backend(&self, url: &str, endpoint: Option<String>) -> Result<Arc<dyn Backend>> {
+        #[cfg(feature = "s3")]
         if url.starts_with("s3://") {
             let mut o = S3Options::from_url(url)?;
             o.endpoint = endpoint;
@@ -121,6 +123,13 @@ impl Ctx {
             o.region = self.global.s3_region.clone();
             o.connections = self.global.s3_connections.max(1);
             return Ok(Arc::new(S3Backend::new(o)?));
+        }
+        #[cfg(not(feature = "s3"))]
+        if url.starts_with("s3://") {
+            let _ = endpoint;
+            bail!(
+                "{url}: this build of backazon has no S3 support (built without the `s3` feature)"
+            );
         }
         if url.contains("://") {
             bail!("{url}: repositories are local folders or s3://bucket/prefix");

@@ -11,6 +11,9 @@ use crate::crypto::{MasterKeys, ObjectType, NONCE_LEN};
 use crate::error::{Error, Result};
 use crate::id::Id;
 
+/// The largest object without a known length (index, snapshot, lock) that is decoded.
+const MAX_OBJECT: usize = 256 << 20;
+
 const RAW: u8 = 0;
 const ZSTD: u8 = 1;
 
@@ -141,7 +144,29 @@ pub fn decode(
             Ok(stored)
         }
         Some(&ZSTD) => {
-            let cap = raw_len_hint.unwrap_or(256 << 20);
+            let limit = raw_len_hint.unwrap_or(MAX_OBJECT);
+            let body = &body[1..];
+            if limit > body.len().saturating_mul(32).saturating_add(1 << 20) {
+                // More than most data expands to, or no length known (index, snapshot,
+                // lock): the output grows as it is produced, so what is reserved is
+                // what the bytes really hold, never what a crafted length claims.
+                let mut out = Vec::new();
+                let mut d = zstd::stream::read::Decoder::with_buffer(body)
+                    .map_err(|e| Error::corrupt(what(), format!("cannot decompress: {e}")))?;
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(&mut d, limit as u64 + 1),
+                    &mut out,
+                )
+                .map_err(|e| Error::corrupt(what(), format!("cannot decompress: {e}")))?;
+                if out.len() > limit {
+                    return Err(Error::corrupt(
+                        what(),
+                        format!("decompresses to more than the {limit} bytes expected"),
+                    ));
+                }
+                return Ok(out);
+            }
+            let cap = limit;
             SCRATCH.with(|s| {
                 let s = &mut *s.borrow_mut();
                 if s.decompressor.is_none() {
@@ -152,7 +177,7 @@ pub fn decode(
                     .as_mut()
                     .ok_or_else(|| Error::corrupt(what(), "cannot set up zstd"))?;
                 let mut out = Vec::with_capacity(cap);
-                d.decompress_to_buffer(&body[1..], &mut out)
+                d.decompress_to_buffer(body, &mut out)
                     .map_err(|e| Error::corrupt(what(), format!("cannot decompress: {e}")))?;
                 Ok(out)
             })

@@ -15,6 +15,10 @@ pub const TAG_LEN: usize = 16;
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 /// OWASP 2023 for PBKDF2-HMAC-SHA256; key files with fewer rounds are refused.
 pub const MIN_KDF_ROUNDS: u32 = 600_000;
+/// The most PBKDF2 rounds a key file may ask for (about 2 s here, 33 times the
+/// minimum): a key file is readable by anyone who can write to the storage, and one
+/// claiming 4 billion rounds would make every `open` take hours.
+pub const MAX_KDF_ROUNDS: u32 = 20_000_000;
 
 pub fn fill_random(buf: &mut [u8]) {
     getrandom::getrandom(buf).expect("the operating system's random source failed");
@@ -240,7 +244,7 @@ fn derive(password: &[u8], salt: &[u8], rounds: u32) -> Aes256GcmSiv {
 
 impl KeyFile {
     pub fn create(password: &[u8], keys: &MasterKeys, rounds: u32) -> KeyFile {
-        let rounds = rounds.max(MIN_KDF_ROUNDS);
+        let rounds = rounds.clamp(MIN_KDF_ROUNDS, MAX_KDF_ROUNDS);
         let mut salt = [0u8; 32];
         fill_random(&mut salt);
         let mut nonce = [0u8; NONCE_LEN];
@@ -268,9 +272,25 @@ impl KeyFile {
         }
     }
 
+    /// Reads a key file, refusing one whose derivation this version does not use or
+    /// whose rounds are outside [`MIN_KDF_ROUNDS`]..=[`MAX_KDF_ROUNDS`].
+    pub fn decode(bytes: &[u8]) -> std::result::Result<KeyFile, String> {
+        let kf: KeyFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if kf.kdf != KDF_NAME {
+            return Err(format!("unknown key derivation {:?}", kf.kdf));
+        }
+        if !(MIN_KDF_ROUNDS..=MAX_KDF_ROUNDS).contains(&kf.rounds) {
+            return Err(format!(
+                "{} key derivation rounds, outside {MIN_KDF_ROUNDS}..={MAX_KDF_ROUNDS}",
+                kf.rounds
+            ));
+        }
+        Ok(kf)
+    }
+
     /// `None` when the password does not open this key file (or the file is malformed).
     pub fn unlock(&self, password: &[u8]) -> Option<MasterKeys> {
-        if self.kdf != KDF_NAME || self.rounds < MIN_KDF_ROUNDS {
+        if self.kdf != KDF_NAME || !(MIN_KDF_ROUNDS..=MAX_KDF_ROUNDS).contains(&self.rounds) {
             return None;
         }
         let salt = from_hex(&self.salt)?;
@@ -340,5 +360,29 @@ mod tests {
         assert_eq!(back.blob_id(b"a"), k.blob_id(b"a"));
         assert_eq!(back.chunker_seed, k.chunker_seed);
         assert!(kf.unlock(b"wrong").is_none());
+    }
+
+    #[test]
+    fn key_files_claiming_absurd_derivations_are_refused_at_once() {
+        let k = MasterKeys::generate();
+        let kf = KeyFile::create(b"pw", &k, MIN_KDF_ROUNDS);
+        let json = serde_json::to_value(&kf).unwrap();
+        let with = |key: &str, v: serde_json::Value| {
+            let mut j = json.clone();
+            j[key] = v;
+            serde_json::to_vec(&j).unwrap()
+        };
+        let t = std::time::Instant::now();
+        let e = KeyFile::decode(&with("rounds", u32::MAX.into())).unwrap_err();
+        assert!(e.contains("4294967295 key derivation rounds"), "{e}");
+        let e = KeyFile::decode(&with("rounds", 1.into())).unwrap_err();
+        assert!(e.contains("outside"), "{e}");
+        let e = KeyFile::decode(&with("kdf", "argon9".into())).unwrap_err();
+        assert!(e.contains("argon9"), "{e}");
+        let mut odd = kf.clone();
+        odd.rounds = u32::MAX;
+        assert!(odd.unlock(b"pw").is_none());
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        assert!(KeyFile::decode(&serde_json::to_vec(&kf).unwrap()).is_ok());
     }
 }

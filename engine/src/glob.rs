@@ -91,38 +91,68 @@ fn parse(p: &[u8]) -> Result<Vec<Token>> {
     Ok(out)
 }
 
+/// Runs the pattern as a set of positions in it, one byte of `s` at a time: time is
+/// bounded by pattern length x path length, whatever the stars (trying each split of
+/// the path recursively took exponential time on patterns such as `*a*a*a*a*b`).
 fn match_tokens(t: &[Token], s: &[u8]) -> bool {
-    match t.first() {
-        None => s.is_empty(),
-        Some(Token::Byte(c)) => s.first() == Some(c) && match_tokens(&t[1..], &s[1..]),
-        Some(Token::Any) => s.first().is_some_and(|&c| c != b'/') && match_tokens(&t[1..], &s[1..]),
-        Some(Token::Class { negated, ranges }) => match s.first() {
-            Some(&c) if c != b'/' => {
-                let hit = ranges.iter().any(|&(a, b)| a <= c && c <= b);
-                hit != *negated && match_tokens(&t[1..], &s[1..])
-            }
-            _ => false,
-        },
-        Some(Token::Star) => {
-            let mut i = 0;
-            loop {
-                if match_tokens(&t[1..], &s[i..]) {
-                    return true;
+    // Per position: 0 not reached, STAYED by a star that read a byte, ENTERED from the
+    // position before. Only an entered `**/` may match no folder at all.
+    const STAYED: u8 = 1;
+    const ENTERED: u8 = 2;
+    fn enter(t: &[Token], set: &mut [u8], mut i: usize) {
+        while i <= t.len() && set[i] != ENTERED {
+            set[i] = ENTERED;
+            match t.get(i) {
+                // A star may match nothing.
+                Some(Token::Star) => i += 1,
+                Some(Token::DeepStar) => {
+                    if t.get(i + 1) == Some(&Token::Byte(b'/')) {
+                        enter(t, set, i + 2);
+                    }
+                    i += 1;
                 }
-                if i == s.len() || s[i] == b'/' {
-                    return false;
-                }
-                i += 1;
+                _ => break,
             }
-        }
-        Some(Token::DeepStar) => {
-            // `**/x` may match `x` at this level.
-            if t.get(1) == Some(&Token::Byte(b'/')) && match_tokens(&t[2..], s) {
-                return true;
-            }
-            (0..=s.len()).any(|i| match_tokens(&t[1..], &s[i..]))
         }
     }
+    let n = t.len();
+    let mut now = vec![0u8; n + 1];
+    let mut next = vec![0u8; n + 1];
+    enter(t, &mut now, 0);
+    for &c in s {
+        next.iter_mut().for_each(|b| *b = 0);
+        let mut any = false;
+        for i in 0..n {
+            if now[i] == 0 {
+                continue;
+            }
+            let step = match &t[i] {
+                Token::Byte(b) => *b == c,
+                Token::Any => c != b'/',
+                Token::Class { negated, ranges } => {
+                    c != b'/' && ranges.iter().any(|&(a, b)| a <= c && c <= b) != *negated
+                }
+                Token::Star | Token::DeepStar => {
+                    if matches!(t[i], Token::DeepStar) || c != b'/' {
+                        // Read the byte and stay, then possibly move on.
+                        next[i] = next[i].max(STAYED);
+                        enter(t, &mut next, i + 1);
+                        any = true;
+                    }
+                    continue;
+                }
+            };
+            if step {
+                enter(t, &mut next, i + 1);
+                any = true;
+            }
+        }
+        if !any {
+            return false;
+        }
+        std::mem::swap(&mut now, &mut next);
+    }
+    now[n] != 0
 }
 
 impl Pattern {
@@ -204,5 +234,23 @@ mod tests {
             assert!(m("a\\*b", "/a*b"));
         }
         assert!(Pattern::new("[abc").is_err());
+    }
+
+    #[test]
+    fn many_stars_take_linear_time() {
+        // Tried split by split, this took longer than the age of the universe.
+        let p = Pattern::new(&format!("/{}b", "*a".repeat(40))).unwrap();
+        let path = format!("/{}", "a".repeat(4000));
+        let t = std::time::Instant::now();
+        assert!(!p.matches(path.as_bytes()));
+        assert!(p.matches(format!("{path}b").as_bytes()));
+        let q = Pattern::new(&format!("/{}x", "**/".repeat(40))).unwrap();
+        assert!(q.matches(format!("{}/x", "/d".repeat(100)).as_bytes()));
+        assert!(!q.matches(format!("{}/y", "/d".repeat(2000)).as_bytes()));
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }

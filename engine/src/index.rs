@@ -196,7 +196,9 @@ pub fn decode_file(name: &str, data: &[u8]) -> Result<Vec<(Id, Vec<PackBlob>)>> 
     for _ in 0..npacks {
         let pack = Id(r.take(32).ok_or_else(bad)?.try_into().unwrap());
         let n = r.u32().ok_or_else(bad)?;
-        let mut blobs = Vec::with_capacity(n.min(1 << 20) as usize);
+        // Room for what the bytes left can hold, not for what the count claims.
+        let room = (data.len() - r.pos) / (1 + 32 + 12);
+        let mut blobs = Vec::with_capacity((n as usize).min(room));
         for _ in 0..n {
             let kind = BlobKind::from_code(r.take(1).ok_or_else(bad)?[0]).ok_or_else(bad)?;
             let id = Id(r.take(32).ok_or_else(bad)?.try_into().unwrap());

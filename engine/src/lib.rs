@@ -31,7 +31,7 @@ pub use backend::local::LocalBackend;
 pub use backend::{Backend, Kind, Leftover};
 pub use error::{Error, Result};
 pub use id::Id;
-pub use repo::{Repository, DEFAULT_PACK_SIZE, FORMAT_VERSION};
+pub use repo::{Repository, DEFAULT_PACK_SIZE, FORMAT_VERSION, PACK_SIZES};
 
 /// Folders nested deeper than this are not followed by restore, check and ls (a warning
 /// or an error names where): deeper than any path an OS takes (Linux's PATH_MAX of

@@ -36,6 +36,11 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
+    /// A lock object's contents, once opened.
+    pub fn decode(plain: &[u8]) -> Option<LockInfo> {
+        serde_json::from_slice(plain).ok()
+    }
+
     fn describe(&self) -> String {
         format!(
             "{} by {}@{} (pid {}, since {})",
@@ -136,7 +141,7 @@ pub fn other_locks(repo: &Repository, own: Option<&str>) -> Result<Vec<LockInfo>
         let what = || format!("locks/{name}");
         let info = blob::decode(repo.keys(), ObjectType::Lock, None, bytes, None, &what)
             .ok()
-            .and_then(|plain| serde_json::from_slice::<LockInfo>(&plain).ok());
+            .and_then(|plain| LockInfo::decode(&plain));
         match info {
             Some(info) if info.is_stale(now) => {
                 let _ = backend.remove(Kind::Lock, &name);

@@ -23,6 +23,8 @@ use crate::tree::Tree;
 /// The format version this program writes and the newest it reads (docs/FORMAT.md).
 pub const FORMAT_VERSION: u32 = 1;
 pub const DEFAULT_PACK_SIZE: usize = 16 << 20;
+/// Pack sizes a repository may be created with (and a config may claim).
+pub const PACK_SIZES: std::ops::RangeInclusive<usize> = (1 << 20)..=(512 << 20);
 
 /// `config`: plaintext, because it must be read before any key is known.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -65,13 +67,15 @@ fn read_config(backend: &dyn Backend) -> Result<Config> {
         Err(Error::NotFound(_)) => return Err(Error::NoRepository(backend.location())),
         Err(e) => return Err(e),
     };
-    let config: Config = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::corrupt(format!("{}/config", backend.location()), e.to_string()))?;
+    decode_config(&format!("{}/config", backend.location()), &bytes)
+}
+
+/// Decodes and checks a repository's `config` (`what` names it in errors).
+pub fn decode_config(what: &str, bytes: &[u8]) -> Result<Config> {
+    let config: Config =
+        serde_json::from_slice(bytes).map_err(|e| Error::corrupt(what, e.to_string()))?;
     if config.format != "backazon" {
-        return Err(Error::corrupt(
-            format!("{}/config", backend.location()),
-            "not a backazon repository",
-        ));
+        return Err(Error::corrupt(what, "not a backazon repository"));
     }
     if config.version > FORMAT_VERSION {
         return Err(Error::NewerFormat {
@@ -82,7 +86,13 @@ fn read_config(backend: &dyn Backend) -> Result<Config> {
     config
         .chunker
         .validate()
-        .map_err(|e| Error::corrupt("config", e))?;
+        .map_err(|e| Error::corrupt(what, e))?;
+    if !PACK_SIZES.contains(&config.pack_size) {
+        return Err(Error::corrupt(
+            what,
+            format!("pack size {} is outside 1 MiB..=512 MiB", config.pack_size),
+        ));
+    }
     Ok(config)
 }
 
@@ -92,6 +102,11 @@ impl Repository {
         password: &[u8],
         pack_size: usize,
     ) -> Result<Repository> {
+        if !PACK_SIZES.contains(&pack_size) {
+            return Err(Error::Invalid(format!(
+                "pack size {pack_size} is outside 1 MiB..=512 MiB"
+            )));
+        }
         if backend.exists(Kind::Config, "config")? {
             return Err(Error::RepositoryExists(backend.location()));
         }
@@ -127,7 +142,7 @@ impl Repository {
             let Ok(bytes) = backend.read(Kind::Key, &name) else {
                 continue;
             };
-            let Ok(kf) = serde_json::from_slice::<KeyFile>(&bytes) else {
+            let Ok(kf) = KeyFile::decode(&bytes) else {
                 continue;
             };
             if let Some(keys) = kf.unlock(password) {
@@ -301,7 +316,24 @@ impl Repository {
             size - TRAILER_LEN as u64 - hl,
             hl as usize,
         )?;
-        pack::parse_header(&self.keys, pack, &sealed)
+        let blobs = pack::parse_header(&self.keys, pack, &sealed)?;
+        // Every blob lies in the pack's data, before the header.
+        let data_len = size - TRAILER_LEN as u64 - hl;
+        if let Some(b) = blobs
+            .iter()
+            .find(|b| b.offset as u64 + b.length as u64 > data_len)
+        {
+            return Err(Error::corrupt(
+                format!("pack {name}"),
+                format!(
+                    "its header places blob {} at {}..{}, past the pack's {data_len} bytes of data",
+                    b.id,
+                    b.offset,
+                    b.offset as u64 + b.length as u64
+                ),
+            ));
+        }
+        Ok(blobs)
     }
 
     /// Loads every index object; packs that no index names (an interrupted backup's) are
@@ -507,8 +539,7 @@ impl Repository {
         };
         let what = || format!("snapshot {name}");
         let plain = blob::decode(&self.keys, ObjectType::Snapshot, None, bytes, None, &what)?;
-        serde_json::from_slice(&plain)
-            .map_err(|e| Error::corrupt(what(), format!("malformed snapshot: {e}")))
+        Snapshot::decode(&plain).map_err(|e| Error::corrupt(what(), e))
     }
 
     /// Every readable snapshot, oldest first, and a message for each unreadable one.
@@ -577,8 +608,8 @@ impl Repository {
         let mut out = Vec::new();
         for (name, _) in self.backend.list(Kind::Key)? {
             let bytes = self.backend.read(Kind::Key, &name)?;
-            let kf = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::corrupt(format!("keys/{name}"), e.to_string()))?;
+            let kf =
+                KeyFile::decode(&bytes).map_err(|e| Error::corrupt(format!("keys/{name}"), e))?;
             out.push((name, kf));
         }
         Ok(out)

@@ -51,6 +51,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot object's contents, once opened.
+    pub fn decode(plain: &[u8]) -> Result<Snapshot, String> {
+        serde_json::from_slice(plain).map_err(|e| format!("malformed snapshot: {e}"))
+    }
+
     pub fn timestamp(&self) -> Option<jiff::Timestamp> {
         self.time.parse().ok()
     }

@@ -121,6 +121,46 @@ fn missing_repository_and_newer_format() {
 }
 
 #[test]
+fn storage_writers_without_the_password_cannot_stall_or_bloat_an_open() {
+    // Config and key files are plaintext: anyone who can write to the bucket can make
+    // them claim 4 billion key derivation rounds or an 8 EiB pack size.
+    let env = Env::init("absurd");
+    let keys = fs::read_dir(env.repo.join("keys")).unwrap();
+    let key = keys.map(|e| e.unwrap().path()).next().unwrap();
+    let text = fs::read_to_string(&key).unwrap();
+    let mut j: serde_json::Value = serde_json::from_str(&text).unwrap();
+    j["rounds"] = u32::MAX.into();
+    fs::write(&key, serde_json::to_vec(&j).unwrap()).unwrap();
+    let t = Instant::now();
+    let r = env.run(&["snapshots"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("wrong password or no key file matches"),
+        "{}",
+        r.stderr
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let r = env.run(&["key", "list"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    fs::write(&key, text).unwrap();
+
+    let config = env.repo.join("config");
+    let text = fs::read_to_string(&config).unwrap();
+    let mut j: serde_json::Value = serde_json::from_str(&text).unwrap();
+    j["pack_size"] = (1u64 << 63).into();
+    fs::write(&config, serde_json::to_vec(&j).unwrap()).unwrap();
+    let r = env.run(&["snapshots"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("config") && r.stderr.contains("pack size 9223372036854775808"),
+        "{}",
+        r.stderr
+    );
+    fs::write(&config, text).unwrap();
+    env.run(&["snapshots"]).ok();
+}
+
+#[test]
 fn unreadable_files_are_skipped_and_reported() {
     // Root reads everything, so the backup runs as an ordinary user (nobody).
     let env = Env::new("unreadable");

@@ -16,7 +16,7 @@ pub struct InitArgs {
 
 pub fn run(ctx: &Ctx, args: &InitArgs) -> Result<u8> {
     let pack_size = args.pack_size.unwrap_or(DEFAULT_PACK_SIZE as u64);
-    if !(1 << 20..=512 << 20).contains(&pack_size) {
+    if !backazon_engine::PACK_SIZES.contains(&(pack_size as usize)) {
         bail!("--pack-size must be between 1 MiB and 512 MiB (16-64 MiB suit most repositories)");
     }
     let backend = ctx.backend()?;

@@ -3,6 +3,7 @@
 
 pub mod local;
 pub mod replica;
+#[cfg(feature = "s3")]
 pub mod s3;
 
 use crate::error::Result;

@@ -1,0 +1,193 @@
+//! `backazon`: the command line over the engine. Parses arguments, finds the repository
+//! and password, shows progress on a terminal, prints text or `--json`, and maps
+//! outcomes to documented exit codes (see README.md, "Exit codes").
+//!
+//! The program is this library's [`main`] (src/main.rs calls it); the library exists so
+//! that the fuzz targets (fuzz/) reach the jobs file and schedule parsers as the
+//! program runs them.
+
+/// `println!` for results: a closed pipe (`backazon ls ... | head`) ends the program
+/// quietly, as it ends other Unix tools. SIGPIPE itself stays ignored, so a network
+/// connection reset by a server is an error to retry, never the end of the process.
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::ctx::print_line(format_args!($($t)*))
+    };
+}
+
+mod commands;
+mod ctx;
+mod daemon;
+mod format;
+pub mod jobs;
+mod password;
+pub mod schedule;
+mod sys;
+mod vss;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use backazon_engine::Error;
+use clap::{Parser, Subcommand};
+
+use commands::{
+    backup, check, forget, init, job, key, ls, mount, prune, replica, restore, service, snapshots,
+    status,
+};
+use ctx::{Ctx, Global, EXIT_FATAL, EXIT_LOCKED, EXIT_NO_REPOSITORY};
+
+#[derive(Parser)]
+#[command(
+    name = "backazon",
+    version,
+    about = "Encrypted, compressed, deduplicated backups you restore by browsing"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository
+    Init(init::InitArgs),
+    /// Back up files and folders into a new snapshot
+    Backup(backup::BackupArgs),
+    /// List snapshots
+    Snapshots,
+    /// List the files of a snapshot: SNAPSHOT[:PATH]
+    Ls {
+        snapshot: String,
+        /// Show mode, size and modification time
+        #[arg(short, long)]
+        long: bool,
+    },
+    /// Restore a snapshot (or a path in it: SNAPSHOT[:PATH]) into a folder
+    Restore {
+        snapshot: String,
+        #[arg(short, long)]
+        target: PathBuf,
+        /// Restore only paths matching this glob (repeatable)
+        #[arg(long)]
+        include: Vec<String>,
+        /// Leave out paths matching this glob (repeatable)
+        #[arg(long)]
+        exclude: Vec<String>,
+    },
+    /// Verify the repository's structure, and with --read-data every byte
+    Check {
+        #[arg(long)]
+        read_data: bool,
+    },
+    /// Show every snapshot as a read-only folder (Windows: a drive letter) until Ctrl-C
+    Mount(mount::MountArgs),
+    /// Compare the repository with its replica (--replica), or copy what one side lacks
+    Replica {
+        #[command(subcommand)]
+        command: replica::ReplicaCommand,
+    },
+    /// Remove snapshots the keep rules do not keep (their data stays until `prune`)
+    Forget(forget::ForgetArgs),
+    /// Delete data no snapshot uses, and repack mostly unused packs
+    Prune {
+        /// Say what would be deleted, delete nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Unused space to leave in packs, in percent of the data in use: packs with the
+        /// most unused space are repacked until at most this much is left
+        #[arg(long, default_value_t = 5.0)]
+        max_unused: f64,
+    },
+    /// Define, list, show, remove and run backup jobs
+    Job {
+        #[command(subcommand)]
+        command: job::JobCommand,
+    },
+    /// Run jobs when they are due, in the foreground (what the service runs)
+    Daemon,
+    /// Per job: last run, its result, next run
+    Status,
+    /// Run the daemon as a service (systemd user unit, launchd agent, Windows service)
+    Service {
+        #[command(subcommand)]
+        command: service::ServiceCommand,
+    },
+    /// Manage the passwords (key files) that open the repository
+    Key {
+        #[command(subcommand)]
+        command: key::KeyCommand,
+    },
+}
+
+/// The whole program: arguments, the command, its exit code.
+pub fn main() -> ExitCode {
+    sys::tune_allocator();
+    let cli = Cli::parse();
+    // Windows: Ctrl-C ends a command with exit code 130, as a shell reports SIGINT on
+    // Unix (where the signal itself ends the process). What was stored stays: a
+    // backup only adds complete objects, and its lock is stale once the process is gone.
+    // `mount` and `daemon` stop cleanly on Ctrl-C instead.
+    #[cfg(windows)]
+    if !matches!(
+        cli.command,
+        Command::Mount(_)
+            | Command::Daemon
+            | Command::Service {
+                command: service::ServiceCommand::Run(_)
+            }
+    ) {
+        let _ = ctrlc::set_handler(|| std::process::exit(130));
+    }
+    let ctx = Ctx { global: cli.global };
+    match run(&ctx, cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = match e.downcast_ref::<Error>() {
+                Some(Error::NoRepository(_)) => EXIT_NO_REPOSITORY,
+                Some(Error::Locked(_)) => EXIT_LOCKED,
+                _ if e.downcast_ref::<crate::jobs::AlreadyRunning>().is_some() => EXIT_LOCKED,
+                _ if e
+                    .chain()
+                    .any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Locked(_)))) =>
+                {
+                    EXIT_LOCKED
+                }
+                _ => EXIT_FATAL,
+            };
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(ctx: &Ctx, command: Command) -> Result<u8> {
+    match command {
+        Command::Init(args) => init::run(ctx, &args),
+        Command::Backup(args) => backup::run(ctx, args).map(|(code, _)| code),
+        Command::Snapshots => snapshots::run(ctx),
+        Command::Ls { snapshot, long } => ls::run(ctx, &snapshot, long),
+        Command::Restore {
+            snapshot,
+            target,
+            include,
+            exclude,
+        } => restore::run(ctx, &snapshot, target, &include, &exclude),
+        Command::Check { read_data } => check::run(ctx, read_data),
+        Command::Mount(args) => mount::run(ctx, &args),
+        Command::Replica { command } => replica::run(ctx, command),
+        Command::Forget(args) => forget::run(ctx, &args),
+        Command::Prune {
+            dry_run,
+            max_unused,
+        } => prune::run(ctx, dry_run, max_unused),
+        Command::Job { command } => job::run(ctx, command),
+        Command::Daemon => commands::daemon::run(ctx),
+        Command::Status => status::run(ctx),
+        Command::Service { command } => service::run(ctx, command),
+        Command::Key { command } => key::run(ctx, command),
+    }
+}
