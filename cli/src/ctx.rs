@@ -185,7 +185,15 @@ impl Ctx {
 pub fn print_line(args: std::fmt::Arguments) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = writeln!(stdout, "{args}") {
+    // Every line of output may hold names from a snapshot (anyone with the password
+    // chooses them): never raw control characters to the terminal.
+    let text = match args.as_str() {
+        Some(s) => crate::format::printable(s, true),
+        None => crate::format::printable(&args.to_string(), true)
+            .into_owned()
+            .into(),
+    };
+    if let Err(e) = writeln!(stdout, "{text}") {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             crate::sys::broken_pipe();
         }
@@ -194,7 +202,7 @@ pub fn print_line(args: std::fmt::Arguments) {
 }
 
 pub fn warn(msg: &str) {
-    eprintln!("warning: {msg}");
+    eprintln!("warning: {}", crate::format::printable(msg, true));
 }
 
 pub fn patterns(globs: &[String]) -> Result<Vec<Pattern>> {

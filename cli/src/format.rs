@@ -8,6 +8,28 @@ use std::time::{Duration, Instant};
 
 use backazon_engine::tree::{Node, NodeKind};
 
+/// Text as a terminal may safely be shown it: control characters (an escape sequence in
+/// a file name could retitle, recolour or rewrite the user's terminal) are written as
+/// `\x1b` or `\u{9b}`. With `keep_lines`, line feeds stay (pretty JSON, listings of
+/// several lines); without, a name holding one still shows on one line.
+pub fn printable(s: &str, keep_lines: bool) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && !(keep_lines && c == '\n');
+    if !s.chars().any(unsafe_char) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if !unsafe_char(c) {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    out.into()
+}
+
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
@@ -157,6 +179,18 @@ fn terminal_width() -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        use super::printable;
+        assert_eq!(printable("plain name.txt", false), "plain name.txt");
+        assert_eq!(
+            printable("a\x1b]0;owned\x07b", false),
+            "a\\x1b]0;owned\\x07b"
+        );
+        assert_eq!(printable("x\u{9b}2J\ny", false), "x\\u{9b}2J\\x0ay");
+        assert_eq!(printable("{\n  \"a\": 1\n}", true), "{\n  \"a\": 1\n}");
+    }
+
     use super::*;
 
     #[test]

@@ -158,7 +158,7 @@ pub fn main() -> ExitCode {
                 }
                 _ => EXIT_FATAL,
             };
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", format::printable(&format!("{e:#}"), true));
             ExitCode::from(code)
         }
     }

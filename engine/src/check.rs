@@ -196,6 +196,9 @@ fn walk(
                 continue;
             }
         };
+        for problem in tree.problems() {
+            on_error(format!("snapshot {}: {path}/: {problem}", snap.id.short()));
+        }
         let mut subs = Vec::new();
         for n in &tree.nodes {
             let p = format!("{path}/{}", n.name.to_string_lossy());
@@ -207,12 +210,19 @@ fn walk(
                         crate::MAX_DEPTH
                     )),
                     Some(sub) => subs.push((*sub, p, depth + 1)),
-                    None => on_error(format!(
-                        "snapshot {}: {p}: folder without a tree",
-                        snap.id.short()
-                    )),
+                    None => {} // named by the tree's problems
                 },
-                NodeKind::File => on_file(&p, &n.content),
+                NodeKind::File => {
+                    if let Some(held) = index.bytes_of(&n.content).filter(|&h| h != n.size) {
+                        on_error(format!(
+                            "snapshot {}: {p}: its size is given as {} bytes but its chunks \
+                             hold {held}",
+                            snap.id.short(),
+                            n.size
+                        ));
+                    }
+                    on_file(&p, &n.content)
+                }
                 _ => {}
             }
         }

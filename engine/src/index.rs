@@ -105,6 +105,12 @@ impl Index {
         (lead >> (32 - bits)) as usize
     }
 
+    /// The bytes a file made of these chunks holds, or `None` when one is not indexed.
+    pub fn bytes_of(&self, ids: &[Id]) -> Option<u64> {
+        ids.iter()
+            .try_fold(0u64, |sum, id| Some(sum + self.get(id)?.raw_length as u64))
+    }
+
     pub fn get(&self, id: &Id) -> Option<BlobLocation> {
         debug_assert!(self.sorted, "index looked up before sort()");
         let r = Self::range_of(id, self.bits);

@@ -153,7 +153,7 @@ struct Batcher {
 
 impl Batcher {
     fn push(&mut self, job: FileJob) {
-        self.bytes += job.node.size;
+        self.bytes = self.bytes.saturating_add(job.node.size);
         self.batch.push(job);
         if self.batch.len() >= self.max_files || self.bytes >= self.max_bytes {
             self.flush();
@@ -462,8 +462,18 @@ impl Restorer<'_> {
                     }
                     self.hard_links.insert(key, target.clone());
                 }
+                // A crafted tree may claim any size: what is written, counted and
+                // shown is what the chunks hold, and a difference is reported.
+                let held = self.index.bytes_of(&node.content);
+                if let Some(held) = held.filter(|&h| h != node.size) {
+                    self.progress.warn(format!(
+                        "{path}: the snapshot gives its size as {} bytes but its chunks hold \
+                         {held}; restored as the chunks hold it",
+                        node.size
+                    ));
+                }
                 self.summary.files += 1;
-                self.summary.bytes += node.size;
+                self.summary.bytes = self.summary.bytes.saturating_add(held.unwrap_or(node.size));
                 jobs.push(FileJob {
                     dest: target,
                     snap_path: path,

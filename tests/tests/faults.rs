@@ -439,12 +439,23 @@ fn hostile_names_in_a_snapshot_never_escape_the_target() {
         n
     };
     let mut nodes = vec![
+        // A terminal escape sequence that would retitle the terminal.
+        file(b"\x1b]0;owned\x07"),
         file(b".."),
         file(b"../../escaped"),
         file(b"a/b"),
+        // Sizes the chunks do not hold: 2^60 bytes, and one that wraps a total.
+        Node {
+            size: 1 << 60,
+            ..file(b"huge")
+        },
         file(b"nul\0byte"),
         file(b"ok.txt"),
         file(b"ok.txt"), // duplicate
+        Node {
+            size: u64::MAX - 2,
+            ..file(b"zz-wrap")
+        },
     ];
     nodes.push(file(b"."));
     let tree = Tree { nodes };
@@ -487,14 +498,68 @@ fn hostile_names_in_a_snapshot_never_escape_the_target() {
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("unsafe name"), "{}", r.stderr);
     assert_eq!(fs::read(target.join("ok.txt")).unwrap(), b"owned");
-    let everything: Vec<_> = all_files(&env.dir.0)
+    assert!(
+        r.stderr.contains(
+            "/huge: the snapshot gives its size as 1152921504606846976 bytes but its chunks hold 5"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(fs::read(target.join("huge")).unwrap(), b"owned");
+    assert_eq!(fs::read(target.join("zz-wrap")).unwrap(), b"owned");
+    let json = env.run(&[
+        "restore",
+        "--json",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect(&json.stderr);
+    assert_eq!(v["bytes"], 20, "{}", json.stdout);
+    // Listed, the name shows escaped; `--json` keeps it exact.
+    for args in [&["ls", "latest"][..], &["ls", "--long", "latest"]] {
+        let l = env.run(args);
+        assert!(
+            !l.stdout.contains('\x1b') && !l.stdout.contains('\x07'),
+            "{}",
+            l.stdout
+        );
+        assert!(l.stdout.contains("/\\x1b]0;owned\\x07"), "{}", l.stdout);
+    }
+    let l = env.run(&["ls", "--json", "latest"]);
+    assert!(l.stdout.contains("\\u001b]0;owned\\u0007"), "{}", l.stdout);
+    // check names every fault of the tree, and what its chunks hold.
+    let c = env.run(&["check", "--read-data"]);
+    assert_eq!(c.code, 1, "{}", c.stderr);
+    for fault in [
+        "entry \"..\" is not a valid name",
+        "entry \"a/b\" is not a valid name",
+        "entry \"ok.txt\" appears twice",
+        "entry \".\" is out of order",
+        "/huge: its size is given as 1152921504606846976 bytes but its chunks hold 5",
+        "/zz-wrap: its size is given as 18446744073709551613 bytes",
+    ] {
+        assert!(
+            c.stdout.contains(fault) || c.stderr.contains(fault),
+            "{fault}: {}{}",
+            c.stdout,
+            c.stderr
+        );
+    }
+    let mut everything: Vec<_> = all_files(&env.dir.0)
         .into_iter()
         .map(|(p, _)| p)
         .filter(|p| !p.starts_with(&env.repo) && !p.starts_with(&env.cache))
         .collect();
+    everything.sort();
     assert_eq!(
         everything,
-        vec![target.join("ok.txt")],
+        vec![
+            target.join("\x1b]0;owned\x07"),
+            target.join("huge"),
+            target.join("ok.txt"),
+            target.join("zz-wrap")
+        ],
         "files outside the target"
     );
 }

@@ -59,14 +59,15 @@ pub fn run(ctx: &Ctx, spec: &str, long: bool) -> Result<u8> {
                 n.gid,
                 n.size,
                 format::nanos_to_local(n.mtime),
-                path,
+                format::printable(path, false),
                 n.target
                     .as_ref()
-                    .map(|t| format!(" -> {}", t.to_string_lossy()))
+                    .map(|t| format!(" -> {}", format::printable(&t.to_string_lossy(), false)))
                     .unwrap_or_default()
             );
         } else {
-            out!("{path}");
+            // One line per entry, whatever the name holds (`--json` gives names exactly).
+            out!("{}", format::printable(path, false));
         }
     };
     for (p, n) in &out {
