@@ -25,7 +25,6 @@ pub mod schedule;
 mod sys;
 mod vss;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -67,17 +66,7 @@ enum Command {
         long: bool,
     },
     /// Restore a snapshot (or a path in it: SNAPSHOT[:PATH]) into a folder
-    Restore {
-        snapshot: String,
-        #[arg(short, long)]
-        target: PathBuf,
-        /// Restore only paths matching this glob (repeatable)
-        #[arg(long)]
-        include: Vec<String>,
-        /// Leave out paths matching this glob (repeatable)
-        #[arg(long)]
-        exclude: Vec<String>,
-    },
+    Restore(restore::RestoreArgs),
     /// Verify the repository's structure, and with --read-data every byte
     Check {
         #[arg(long)]
@@ -170,12 +159,7 @@ fn run(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Backup(args) => backup::run(ctx, args).map(|(code, _)| code),
         Command::Snapshots => snapshots::run(ctx),
         Command::Ls { snapshot, long } => ls::run(ctx, &snapshot, long),
-        Command::Restore {
-            snapshot,
-            target,
-            include,
-            exclude,
-        } => restore::run(ctx, &snapshot, target, &include, &exclude),
+        Command::Restore(args) => restore::run(ctx, &args),
         Command::Check { read_data } => check::run(ctx, read_data),
         Command::Mount(args) => mount::run(ctx, &args),
         Command::Replica { command } => replica::run(ctx, command),

@@ -39,6 +39,11 @@ pub struct RestoreOptions {
     pub threads: usize,
     /// Restore owners (only possible as root).
     pub owners: bool,
+    /// Write every file, even one already there whole (same size and modification time
+    /// as in the snapshot), which is otherwise left as it is.
+    pub overwrite: bool,
+    /// Count what would be restored, writing nothing.
+    pub dry_run: bool,
 }
 
 impl RestoreOptions {
@@ -51,6 +56,8 @@ impl RestoreOptions {
                 .map_or(2, |n| n.get())
                 .max(2),
             owners: sys::can_restore_owners(),
+            overwrite: false,
+            dry_run: false,
         }
     }
 }
@@ -80,7 +87,10 @@ impl RestoreProgress {
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RestoreSummary {
+    /// Files restored (or, in a dry run, to restore); not those left as they were.
     pub files: u64,
+    /// Files already there whole, left as they were (not counted in `files`, `bytes`).
+    pub unchanged: u64,
     pub dirs: u64,
     pub links: u64,
     pub bytes: u64,
@@ -200,6 +210,8 @@ struct PendingDir {
     path: PathBuf,
     node: Node,
     made: bool,
+    /// Made by this restore, so empty: nothing in it can be intact already.
+    fresh: bool,
     /// Listed once the folder is made, if it is restored under another name.
     renamed: Option<RenamedEntry>,
 }
@@ -218,6 +230,8 @@ struct Restorer<'a> {
     hard_links: HashMap<(u64, u64), PathBuf>,
     pending_links: Vec<(PathBuf, PathBuf, String)>,
     summary: RestoreSummary,
+    /// The target was made by this restore or was empty.
+    target_fresh: bool,
 }
 
 /// Removes whatever non-folder is at `path`, so creating there never follows a link. A
@@ -236,16 +250,35 @@ fn clear_for_create(path: &Path, made: &MadeDirs) -> std::io::Result<()> {
     }
 }
 
-fn ensure_dir(path: &Path) -> std::io::Result<()> {
+/// Makes a folder unless one is there; `true` when it was made (and so is empty).
+fn ensure_dir(path: &Path) -> std::io::Result<bool> {
     match fs::symlink_metadata(path) {
-        Ok(md) if md.is_dir() => Ok(()),
+        Ok(md) if md.is_dir() => Ok(false),
         Ok(_) => {
             fs::remove_file(path)?;
-            fs::create_dir(path)
+            fs::create_dir(path).map(|_| true)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir(path).map(|_| true),
         Err(e) => Err(e),
     }
+}
+
+/// Whether a file restored earlier (by a run that was interrupted, say) is already
+/// there whole: a regular file of the size its chunks hold, with the snapshot's
+/// modification time. Restore sets that time only once every byte is written, so a file
+/// cut short has the time of its interruption instead.
+fn intact(path: &Path, node: &Node, size: u64) -> bool {
+    let Ok(md) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    let mtime = md.modified().ok().and_then(|t| {
+        let ns = match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_nanos()).ok()?,
+            Err(e) => -i64::try_from(e.duration().as_nanos()).ok()?,
+        };
+        Some(ns)
+    });
+    md.file_type().is_file() && md.len() == size && mtime == Some(node.mtime)
 }
 
 /// Whether `dir` takes names that differ only in case for one: a probe file made
@@ -316,20 +349,30 @@ impl Restorer<'_> {
             path,
             node,
             made,
+            fresh,
             renamed,
         } in stack.iter_mut()
         {
             if !*made {
-                if let Err(e) = ensure_dir(path) {
-                    self.progress
-                        .warn(format!("{}: cannot create folder: {e}", path.display()));
-                    return false;
+                if self.opts.dry_run {
+                    *fresh = !path.exists();
+                } else {
+                    match ensure_dir(path) {
+                        Ok(new) => *fresh = new,
+                        Err(e) => {
+                            self.progress
+                                .warn(format!("{}: cannot create folder: {e}", path.display()));
+                            return false;
+                        }
+                    }
+                    self.made.add(path);
                 }
-                self.made.add(path);
                 self.summary.renamed.extend(renamed.take());
                 *made = true;
                 self.summary.dirs += 1;
-                self.dirs.push((path.clone(), node.clone()));
+                if !self.opts.dry_run {
+                    self.dirs.push((path.clone(), node.clone()));
+                }
             }
         }
         true
@@ -439,6 +482,7 @@ impl Restorer<'_> {
                     path: target.clone(),
                     node: node.clone(),
                     made: false,
+                    fresh: false,
                     renamed,
                 });
                 if inc {
@@ -472,8 +516,17 @@ impl Restorer<'_> {
                         node.size
                     ));
                 }
+                let size = held.unwrap_or(node.size);
+                let fresh = stack.last().map_or(self.target_fresh, |d| d.fresh);
+                if !fresh && !self.opts.overwrite && intact(&target, node, size) {
+                    self.summary.unchanged += 1;
+                    return;
+                }
                 self.summary.files += 1;
-                self.summary.bytes = self.summary.bytes.saturating_add(held.unwrap_or(node.size));
+                self.summary.bytes = self.summary.bytes.saturating_add(size);
+                if self.opts.dry_run {
+                    return;
+                }
                 jobs.push(FileJob {
                     dest: target,
                     snap_path: path,
@@ -482,6 +535,10 @@ impl Restorer<'_> {
             }
             NodeKind::Symlink => {
                 if node.target.is_none() {
+                    return;
+                }
+                if self.opts.dry_run {
+                    self.summary.links += 1;
                     return;
                 }
                 let r = clear_for_create(&target, self.made)
@@ -494,6 +551,9 @@ impl Restorer<'_> {
                 }
             }
             NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev | NodeKind::Socket => {
+                if self.opts.dry_run {
+                    return;
+                }
                 let r = clear_for_create(&target, self.made)
                     .and_then(|_| sys::create_special(&target, node, self.opts.owners));
                 match r {
@@ -525,7 +585,10 @@ pub fn restore(
     progress: &RestoreProgress,
 ) -> Result<RestoreSummary> {
     let start = find_node(repo, index, root, path)?;
-    fs::create_dir_all(&opts.target).map_err(|e| Error::io("creating", &opts.target, e))?;
+    let target_fresh = fs::read_dir(&opts.target).map_or(true, |mut d| d.next().is_none());
+    if !opts.dry_run {
+        fs::create_dir_all(&opts.target).map_err(|e| Error::io("creating", &opts.target, e))?;
+    }
     let snap_base = path.trim_end_matches('/').to_string();
     let made = MadeDirs::default();
     let mut r = Restorer {
@@ -539,6 +602,7 @@ pub fn restore(
         hard_links: HashMap::new(),
         pending_links: Vec::new(),
         summary: RestoreSummary::default(),
+        target_fresh,
     };
     let threads = opts.threads.max(1);
     let remote = repo.backend().prefers_large_reads();
@@ -603,6 +667,16 @@ pub fn restore(
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
     });
     for (first, link, path) in std::mem::take(&mut r.pending_links) {
+        if opts.dry_run {
+            r.summary.files += 1;
+            continue;
+        }
+        // Linked already (by a run this one carries on from): left as it is.
+        let id = |p: &Path| fs::symlink_metadata(p).ok().and_then(|m| sys::file_id(&m));
+        if id(&link).is_some() && id(&link) == id(&first) {
+            r.summary.unchanged += 1;
+            continue;
+        }
         let res = clear_for_create(&link, &made).and_then(|_| fs::hard_link(&first, &link));
         match res {
             Ok(()) => r.summary.files += 1,

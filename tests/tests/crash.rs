@@ -8,7 +8,8 @@
 //! `bench/crash.sh` runs thousands. A failure names its seed.
 #![cfg(target_os = "linux")]
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -151,9 +152,21 @@ fn killed_at_random_moments_nothing_referenced_is_lost() {
             assert!(back.status.success(), "point {seed}: key passwd back");
         }
         if let Op::Restore = op {
-            // Run again into the same target, it finishes the work: identical.
-            env.restore("latest", &out, &[]).ok();
+            // Run again into the same target, it finishes the work: identical, and the
+            // files the killed run had finished are left as they were, not rewritten.
+            let done = finished_files(&src, &in_snapshot(&out, &src));
+            let again = env.restore("latest", &out, &["--json"]).ok().json();
             assert_same_tree(&src, &in_snapshot(&out, &src));
+            assert_eq!(again["unchanged"], done.len(), "point {seed}: {again}");
+            for (path, ctime) in &done {
+                let now = std::fs::symlink_metadata(path).unwrap();
+                assert_eq!(
+                    (now.ctime(), now.ctime_nsec()),
+                    *ctime,
+                    "point {seed}: {} was rewritten",
+                    path.display()
+                );
+            }
         }
 
         let s = env.backup(&[&src], &[]);
@@ -180,4 +193,27 @@ fn killed_at_random_moments_nothing_referenced_is_lost() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
     env.run(&["check", "--read-data"]).ok();
+}
+
+/// The files of `src` that a restore into `restored` had finished: there whole, with
+/// the original's size and modification time; with their change time then.
+fn finished_files(src: &Path, restored: &Path) -> Vec<(PathBuf, (i64, i64))> {
+    let mut out = Vec::new();
+    for (path, _) in all_files(src) {
+        let rel = path.strip_prefix(src).unwrap();
+        let (Ok(a), Ok(b)) = (
+            std::fs::symlink_metadata(&path),
+            std::fs::symlink_metadata(restored.join(rel)),
+        ) else {
+            continue;
+        };
+        if a.is_file()
+            && b.is_file()
+            && a.len() == b.len()
+            && (a.mtime(), a.mtime_nsec()) == (b.mtime(), b.mtime_nsec())
+        {
+            out.push((restored.join(rel), (b.ctime(), b.ctime_nsec())));
+        }
+    }
+    out
 }

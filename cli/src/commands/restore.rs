@@ -12,15 +12,31 @@ use super::split_spec;
 use crate::ctx::{patterns, warn, Ctx, EXIT_PARTIAL};
 use crate::format::{self, bytes, duration};
 
-pub fn run(
-    ctx: &Ctx,
-    spec: &str,
+#[derive(clap::Args)]
+pub struct RestoreArgs {
+    snapshot: String,
+    #[arg(short, long)]
     target: PathBuf,
-    include: &[String],
-    exclude: &[String],
-) -> Result<u8> {
+    /// Restore only paths matching this glob (repeatable)
+    #[arg(long)]
+    include: Vec<String>,
+    /// Leave out paths matching this glob (repeatable)
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Rewrite files already in the target whole (same size and modification time as in
+    /// the snapshot); by default they are left as they are, so a restore run again after
+    /// an interruption carries on where it stopped
+    #[arg(long)]
+    overwrite: bool,
+    /// Show what would be restored (files, folders, bytes), writing nothing
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<u8> {
+    let (target, include, exclude) = (&args.target, &args.include, &args.exclude);
     let repo = ctx.open()?;
-    let (snap, path) = split_spec(spec);
+    let (snap, path) = split_spec(&args.snapshot);
     // `C:\Users\alice` as the snapshot records it (`/C/Users/alice`) on Windows.
     let path = &backazon_engine::sys::snapshot_path(path);
     let snap = repo.find_snapshot(snap)?;
@@ -33,7 +49,11 @@ pub fn run(
     opts.threads = opts.threads.max(repo.backend().concurrency());
     opts.include = patterns(include)?;
     opts.exclude = patterns(exclude)?;
-    let progress = Arc::new(RestoreProgress::new(|m| eprintln!("error: {m}")));
+    opts.overwrite = args.overwrite;
+    opts.dry_run = args.dry_run;
+    let progress = Arc::new(RestoreProgress::new(|m| {
+        eprintln!("error: {}", format::printable(m, true))
+    }));
     let ticker = ctx.show_progress().then(|| {
         let p = progress.clone();
         format::Ticker::start(move |elapsed| {
@@ -64,14 +84,24 @@ pub fn run(
         }
         out!("{v}");
     } else {
+        let left = match summary.unchanged {
+            0 => String::new(),
+            n => format!(" ({n} files already there whole were left as they were)"),
+        };
         ctx.say(format!(
-            "restored snapshot {} to {}: {} files, {} folders, {} links, {} in {}",
+            "{} snapshot {} to {}: {} files, {} folders, {} links, {}{} in {}",
+            if args.dry_run {
+                "would restore"
+            } else {
+                "restored"
+            },
             snap.id.short(),
             target.display(),
             summary.files,
             summary.dirs,
             summary.links,
             bytes(summary.bytes),
+            left,
             duration(started.elapsed())
         ));
     }
