@@ -62,6 +62,9 @@ pub struct Daemon {
     jobs: Jobs,
     slots: BTreeMap<String, Slots>,
     running: HashMap<(String, Task), u32>,
+    /// Runs that an earlier daemon started and that never finished (it was killed, or
+    /// the machine stopped): due at once, whatever the schedule.
+    resume: Vec<(String, Task)>,
     /// The jobs file's time, for systems where its folder is not watched.
     config_mtime: Option<std::time::SystemTime>,
 }
@@ -86,11 +89,13 @@ pub fn run(args: ChildArgs, signals: Receiver<Signal>) -> Result<u8> {
         jobs,
         slots: BTreeMap::new(),
         running: HashMap::new(),
+        resume: Vec::new(),
         config_mtime: std::fs::metadata(&args.config)
             .and_then(|m| m.modified())
             .ok(),
     };
     d.sync_slots();
+    d.find_interrupted();
     d.state.log(&format!(
         "daemon started: {} jobs from {} (pid {})",
         d.jobs.jobs.len(),
@@ -182,7 +187,49 @@ impl Daemon {
         self.slots = slots;
     }
 
+    /// Scheduled runs that never finished: the state still says `running` and no
+    /// process holds the job's run lock (so whoever ran it is gone), or `interrupted`.
+    /// Each runs again now; a backup goes on from the packs the interrupted one stored.
+    fn find_interrupted(&mut self) {
+        for j in &self.jobs.jobs {
+            if self.state.running(&j.name).is_some() {
+                continue; // a run started by hand is going on
+            }
+            let s = self.state.read(&j.name);
+            for (task, rec) in [(Task::Backup, &s.last_run), (Task::Prune, &s.last_prune)] {
+                let Some(rec) = rec else { continue };
+                if rec.trigger == "manual"
+                    || !matches!(rec.result.as_str(), "running" | "interrupted")
+                {
+                    continue;
+                }
+                if rec.result == "running" {
+                    self.record_interrupted(
+                        &j.name,
+                        task,
+                        rec.pid,
+                        "the daemon or the machine stopped during the run",
+                    );
+                }
+                self.state.log(&format!(
+                    "job {}: its {} started {} did not finish; it runs again now",
+                    j.name,
+                    task.word(),
+                    rec.started
+                ));
+                self.resume.push((j.name.clone(), task));
+            }
+        }
+    }
+
     fn due(&self, job: &jobs::LoadedJob, task: Task) -> Option<Timestamp> {
+        if self
+            .resume
+            .iter()
+            .any(|(n, t)| *n == job.name && *t == task)
+        {
+            return Some(Timestamp::UNIX_EPOCH);
+        }
         let slots = self.slots.get(&job.name)?;
         let (sched, last) = match task {
             Task::Backup => (job.schedule.as_ref()?, slots.backup?),
@@ -216,7 +263,14 @@ impl Daemon {
             if self.running.contains_key(&(name.clone(), other)) {
                 continue;
             }
-            let trigger = if now.duration_since(slot) > jiff::SignedDuration::from_secs(60) {
+            let resumed = self
+                .resume
+                .iter()
+                .position(|(n, t)| *n == name && *t == task);
+            let trigger = if let Some(i) = resumed {
+                self.resume.remove(i);
+                "resume"
+            } else if now.duration_since(slot) > jiff::SignedDuration::from_secs(60) {
                 "catch-up"
             } else {
                 "schedule"

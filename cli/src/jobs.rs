@@ -344,7 +344,7 @@ pub struct RunRecord {
     pub result: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<u8>,
-    /// `schedule`, `catch-up` or `manual`.
+    /// `schedule`, `catch-up`, `resume` (a run the daemon found unfinished) or `manual`.
     pub trigger: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,

@@ -247,6 +247,78 @@ fn daemon_catches_up_one_missed_run() {
     assert_eq!(snapshots(&env, None).len(), 1);
 }
 
+#[test]
+fn a_daemon_killed_mid_job_runs_that_job_again_when_it_starts() {
+    let env = Env::init("resume");
+    let src = env.dir.join("src");
+    generate_tree(&src, 4, 0);
+    let pw = password_file(&env);
+    // Hourly at a minute half an hour away, and a password command that takes three
+    // seconds: the run is still going when the daemon is killed.
+    let minute = (jiff_minute_now() + 30) % 60;
+    let cmd = format!("sleep 3; cat {}", pw.display());
+    let schedule = format!("0 {minute} * * * *");
+    let args = ["--password-command", &cmd, "job", "add", "docs", "--path"];
+    let mut args = args.to_vec();
+    args.extend([src.to_str().unwrap(), "--schedule", &schedule, "--no-check"]);
+    env.run(&args).ok();
+    // A slot an hour ago was missed: the first daemon starts a catch-up run at once.
+    let mut d = Daemon::start(&env);
+    wait_until(
+        "the daemon to record the job",
+        Duration::from_secs(10),
+        || job_state(&env, "docs")["last_slot"].is_string(),
+    );
+    assert!(d.terminate().success());
+    let path = state_dir(&env).join("docs.json");
+    let mut st: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    let an_hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3600;
+    st["last_slot"] = rfc3339(an_hour_ago).into();
+    fs::write(&path, serde_json::to_vec(&st).unwrap()).unwrap();
+    let mut d = Daemon::start(&env);
+    wait_until("the catch-up run", Duration::from_secs(10), || {
+        job_state(&env, "docs")["last_run"]["result"] == "running"
+    });
+    // The machine stops: the daemon and its child die at once, nothing is recorded.
+    let child = job_state(&env, "docs")["last_run"]["pid"].as_i64().unwrap() as i32;
+    // SAFETY: signalling our own child and its child.
+    unsafe {
+        libc::kill(d.0.id() as i32, libc::SIGKILL);
+        libc::kill(child, libc::SIGKILL);
+    }
+    d.0.wait().unwrap();
+    assert_eq!(snapshots(&env, None).len(), 0);
+    assert_eq!(job_state(&env, "docs")["last_run"]["result"], "running");
+
+    // Started again, the daemon runs the job now, though its next slot is far away.
+    let mut d = Daemon::start(&env);
+    wait_until("the resumed run", Duration::from_secs(20), || {
+        snapshots(&env, None).len() == 1
+    });
+    wait_until(
+        "the resumed run to be recorded",
+        Duration::from_secs(10),
+        || job_state(&env, "docs")["last_run"]["result"] == "success",
+    );
+    assert_eq!(job_state(&env, "docs")["last_run"]["trigger"], "resume");
+    assert!(
+        log(&env).contains("did not finish; it runs again now"),
+        "{}",
+        log(&env)
+    );
+    assert!(d.terminate().success());
+    // And once only: started again, nothing is due.
+    let mut d = Daemon::start(&env);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(d.terminate().success());
+    assert_eq!(snapshots(&env, None).len(), 1);
+    env.run(&["check", "--read-data"]).ok();
+}
+
 fn jiff_minute_now() -> u64 {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
