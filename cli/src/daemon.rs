@@ -316,6 +316,8 @@ impl Daemon {
             .arg(slot.to_string())
             .arg("--trigger")
             .arg(trigger);
+        // A job run reads its own password source; none from the daemon's environment.
+        crate::password::scrub(&mut cmd);
         let mut child: Child = cmd.spawn()?;
         let pid = child.id();
         let tx = tx.clone();

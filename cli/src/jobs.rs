@@ -259,13 +259,21 @@ const HEADER: &str = "\
 
 ";
 
-/// Writes `text` to `path` whole or not at all.
+/// Writes `text` to `path` whole or not at all, readable by its owner only (the jobs
+/// file names password sources; the state files say what ran where), in a folder made
+/// for its owner only when it is missing.
 pub fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        backazon_engine::sys::create_private_dir(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut f = backazon_engine::sys::private_file(&mut OpenOptions::new())
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
     f.write_all(text)
         .and_then(|_| f.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
@@ -405,8 +413,8 @@ impl StateDir {
         let stamp = jiff::Zoned::now().strftime("%Y-%m-%d %H:%M:%S");
         let text = format!("{stamp} [{}] {line}\n", std::process::id());
         eprint!("{text}");
-        let _ = fs::create_dir_all(&self.0);
-        if let Ok(mut f) = OpenOptions::new()
+        let _ = backazon_engine::sys::create_private_dir(&self.0);
+        if let Ok(mut f) = backazon_engine::sys::private_file(&mut OpenOptions::new())
             .create(true)
             .append(true)
             .open(self.log_path())
@@ -420,7 +428,8 @@ impl StateDir {
     /// Unix, `LockFileEx` on Windows. Who holds it is written beside it (`NAME.run`),
     /// since Windows lets nobody else read a locked file.
     pub fn lock_job(&self, job: &str) -> Result<JobLock> {
-        fs::create_dir_all(&self.0).with_context(|| format!("creating {}", self.0.display()))?;
+        backazon_engine::sys::create_private_dir(&self.0)
+            .with_context(|| format!("creating {}", self.0.display()))?;
         let path = self.0.join(format!("{job}.lock"));
         let f = OpenOptions::new()
             .read(true)

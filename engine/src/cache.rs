@@ -46,7 +46,7 @@ impl Cache {
         // Mark the cache as one, so backups with --exclude-caches (ours and other
         // tools') leave it out.
         let tag = base.join("CACHEDIR.TAG");
-        if !tag.exists() && fs::create_dir_all(&base).is_ok() {
+        if !tag.exists() && crate::sys::create_private_dir(&base).is_ok() {
             let _ = fs::write(
                 &tag,
                 b"Signature: 8a477f597d28d172789f06886806bc55\n# This file marks the Backazon cache: deleting the folder is safe.\n",

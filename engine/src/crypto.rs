@@ -5,6 +5,7 @@
 use aes_gcm_siv::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
 use crate::id::{from_hex, to_hex, Id};
@@ -81,7 +82,8 @@ fn associated_data(ty: ObjectType, id: Option<&Id>) -> Vec<u8> {
     aad
 }
 
-/// The repository's secrets, created once at `init` and wrapped by every key file.
+/// The repository's secrets, created once at `init` and wrapped by every key file. No
+/// `Debug`: they cannot end up in a message or a panic. Wiped when dropped.
 #[derive(Clone)]
 pub struct MasterKeys {
     cipher: Aes256GcmSiv,
@@ -90,11 +92,26 @@ pub struct MasterKeys {
     pub chunker_seed: u64,
 }
 
+impl Drop for MasterKeys {
+    fn drop(&mut self) {
+        self.data_key.zeroize();
+        self.id_key.zeroize();
+        self.chunker_seed.zeroize();
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct MasterKeysJson {
     data_key: String,
     id_key: String,
     chunker_seed: u64,
+}
+
+impl Drop for MasterKeysJson {
+    fn drop(&mut self) {
+        self.data_key.zeroize();
+        self.id_key.zeroize();
+    }
 }
 
 impl MasterKeys {
@@ -203,20 +220,28 @@ impl MasterKeys {
             })
     }
 
-    fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&MasterKeysJson {
-            data_key: to_hex(&self.data_key),
-            id_key: to_hex(&self.id_key),
-            chunker_seed: self.chunker_seed,
-        })
-        .expect("serialising keys")
+    fn to_json(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(
+            serde_json::to_vec(&MasterKeysJson {
+                data_key: to_hex(&self.data_key),
+                id_key: to_hex(&self.id_key),
+                chunker_seed: self.chunker_seed,
+            })
+            .expect("serialising keys"),
+        )
     }
 
     fn from_json(bytes: &[u8]) -> Option<MasterKeys> {
         let j: MasterKeysJson = serde_json::from_slice(bytes).ok()?;
-        let data_key: [u8; 32] = from_hex(&j.data_key)?.try_into().ok()?;
-        let id_key: [u8; 32] = from_hex(&j.id_key)?.try_into().ok()?;
-        Some(MasterKeys::from_parts(data_key, id_key, j.chunker_seed))
+        let key = |hex: &str| -> Option<[u8; 32]> {
+            let v = Zeroizing::new(from_hex(hex)?);
+            v.as_slice().try_into().ok()
+        };
+        let (mut data_key, mut id_key) = (key(&j.data_key)?, key(&j.id_key)?);
+        let keys = MasterKeys::from_parts(data_key, id_key, j.chunker_seed);
+        data_key.zeroize();
+        id_key.zeroize();
+        Some(keys)
     }
 }
 
@@ -237,9 +262,9 @@ const KEY_AAD: &[u8] = b"backazon/1/key";
 const KDF_NAME: &str = "pbkdf2-hmac-sha256";
 
 fn derive(password: &[u8], salt: &[u8], rounds: u32) -> Aes256GcmSiv {
-    let mut key = [0u8; 32];
-    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password, salt, rounds, &mut key);
-    Aes256GcmSiv::new(&key.into())
+    let mut key = Zeroizing::new([0u8; 32]);
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password, salt, rounds, key.as_mut());
+    Aes256GcmSiv::new(key.as_ref().into())
 }
 
 impl KeyFile {
@@ -299,15 +324,17 @@ impl KeyFile {
             return None;
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        let plain = derive(password, &salt, self.rounds)
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ct,
-                    aad: KEY_AAD,
-                },
-            )
-            .ok()?;
+        let plain = Zeroizing::new(
+            derive(password, &salt, self.rounds)
+                .decrypt(
+                    Nonce::from_slice(nonce),
+                    Payload {
+                        msg: ct,
+                        aad: KEY_AAD,
+                    },
+                )
+                .ok()?,
+        );
         MasterKeys::from_json(&plain)
     }
 }

@@ -161,6 +161,80 @@ fn storage_writers_without_the_password_cannot_stall_or_bloat_an_open() {
 }
 
 #[test]
+fn passwords_and_keys_stay_with_their_owner() {
+    let env = Env::init("secrets");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // The repository, its key files and every object, the cache: the owner's alone.
+    assert_eq!(mode(&env.repo), 0o700);
+    for key in fs::read_dir(env.repo.join("keys")).unwrap() {
+        assert_eq!(mode(&key.unwrap().path()), 0o600);
+    }
+    assert_eq!(mode(&env.repo.join("config")), 0o600);
+
+    // A password command gets no password from Backazon's environment, and what it
+    // prints is never shown, logged or put in --json output.
+    let src = env.dir.join("src");
+    write(&src.join("a.txt"), b"a");
+    let seen = env.dir.join("command-env");
+    let pw = env.dir.join("pw");
+    write(&pw, PASSWORD.as_bytes());
+    let cmd = format!("env > {}; cat {}", seen.display(), pw.display());
+    let state = env.dir.join("state");
+    let jobs = env.dir.join("jobs.toml");
+    let common = [
+        "--password-command",
+        &cmd,
+        "--config",
+        jobs.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let run = |args: &[&str]| {
+        let mut all = common.to_vec();
+        all.extend_from_slice(args);
+        Run::from_output(
+            env.command()
+                .env("BACKAZON_NEW_PASSWORD", "another secret")
+                .args(&all),
+        )
+    };
+    let b = run(&["--json", "backup", src.to_str().unwrap()]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    let env_text = fs::read_to_string(&seen).unwrap();
+    assert!(!env_text.contains("BACKAZON_PASSWORD"), "{env_text}");
+    assert!(!env_text.contains(PASSWORD) && !env_text.contains("another secret"));
+    let add = [
+        "job",
+        "add",
+        "docs",
+        "--path",
+        src.to_str().unwrap(),
+        "--no-check",
+    ];
+    assert_eq!(run(&add).code, 0);
+    let job = run(&["--json", "job", "run", "docs"]);
+    assert_eq!(job.code, 0, "{}", job.stderr);
+    let k = run(&["--json", "key", "list"]);
+    for r in [&b, &job, &k] {
+        assert!(!r.stdout.contains(PASSWORD) && !r.stderr.contains(PASSWORD));
+    }
+    let log = fs::read_to_string(state.join("backazon.log")).unwrap();
+    assert!(!log.contains(PASSWORD), "{log}");
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("backazon.log")), 0o600);
+    assert_eq!(mode(&state.join("docs.json")), 0o600);
+    assert_eq!(mode(&jobs), 0o600);
+    // A wrong password from a command: the error says so without repeating it.
+    let bad = format!("echo {}", "not-the-password-42");
+    let r = Run::from_output(
+        env.command()
+            .args(["--password-command", &bad, "snapshots"]),
+    );
+    assert_eq!(r.code, 1);
+    assert!(!r.stderr.contains("not-the-password-42"), "{}", r.stderr);
+}
+
+#[test]
 fn unreadable_files_are_skipped_and_reported() {
     // Root reads everything, so the backup runs as an ordinary user (nobody).
     let env = Env::new("unreadable");

@@ -29,7 +29,7 @@ pub struct NewPassword {
     pub new_password_file: Option<PathBuf>,
 }
 
-fn new_password(ctx: &Ctx, np: &NewPassword) -> Result<String> {
+fn new_password(ctx: &Ctx, np: &NewPassword) -> Result<crate::password::Password> {
     if let Some(f) = &np.new_password_file {
         PasswordSource {
             file: Some(f.clone()),
@@ -37,7 +37,7 @@ fn new_password(ctx: &Ctx, np: &NewPassword) -> Result<String> {
         }
         .get()
     } else if let Ok(pw) = std::env::var("BACKAZON_NEW_PASSWORD") {
-        Ok(pw)
+        Ok(zeroize::Zeroizing::new(pw))
     } else {
         if !std::io::stdin().is_terminal() {
             bail!("no new password given: use --new-password-file or set BACKAZON_NEW_PASSWORD");

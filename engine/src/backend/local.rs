@@ -122,6 +122,9 @@ impl Backend for LocalBackend {
         if self.root.join("config").exists() {
             return Err(Error::RepositoryExists(self.location()));
         }
+        // The repository is its owner's alone: everything in it is encrypted, but key
+        // files are what a password guesser needs.
+        sys::create_private_dir(&self.root).map_err(|e| Error::io("creating", &self.root, e))?;
         for d in ["keys", "data", "index", "snapshots", "locks"] {
             let p = self.root.join(d);
             fs::create_dir_all(&p).map_err(|e| Error::io("creating", &p, e))?;
@@ -188,7 +191,7 @@ impl Backend for LocalBackend {
             self.flush()?;
         }
         let result = (|| {
-            let mut f = OpenOptions::new()
+            let mut f = sys::private_file(&mut OpenOptions::new())
                 .write(true)
                 .create_new(true)
                 .open(&tmp)

@@ -170,6 +170,21 @@ pub fn drop_cached_pages(f: &File) {
 }
 
 /// `$XDG_CACHE_HOME/backazon`, else `~/.cache/backazon`.
+/// Makes a folder (and its missing parents) that only its owner may enter (0700): a
+/// repository, the cache, the state folder. An existing folder is left as it is.
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// Files created with these options only their owner may read (0600).
+pub fn private_file(o: &mut OpenOptions) -> &mut OpenOptions {
+    o.mode(0o600)
+}
+
 pub fn default_cache_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
         return Some(PathBuf::from(d).join("backazon"));

@@ -215,6 +215,18 @@ pub fn read_ahead(_: &File, _: u64, _: u64) {}
 pub fn drop_cached_pages(_: &File) {}
 
 /// `%LOCALAPPDATA%\backazon\cache`.
+/// Makes a folder and its missing parents. Windows gives a new folder its parent's
+/// permissions; the user's profile folders (where the cache and state live) are the
+/// user's alone.
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    fs::create_dir_all(path)
+}
+
+/// Files are created with the folder's inherited permissions (see above).
+pub fn private_file(o: &mut OpenOptions) -> &mut OpenOptions {
+    o
+}
+
 pub fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("LOCALAPPDATA").map(|d| PathBuf::from(d).join("backazon").join("cache"))
 }
