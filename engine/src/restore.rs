@@ -232,6 +232,10 @@ struct Restorer<'a> {
     summary: RestoreSummary,
     /// The target was made by this restore or was empty.
     target_fresh: bool,
+    /// Bytes and files the target's file system had room for at the start.
+    room: Option<(u64, Option<u64>)>,
+    /// Why the walk stopped early, when it did.
+    stopped: Option<String>,
 }
 
 /// Removes whatever non-folder is at `path`, so creating there never follows a link. A
@@ -343,6 +347,35 @@ fn restore_file(
 }
 
 impl Restorer<'_> {
+    /// Whether one more file of `size` bytes fits what the target had room for. What a
+    /// snapshot expands to is only known by walking it (folders shared many times over
+    /// can make a 1 MB repository claim terabytes), so the walk stops, before handing
+    /// out the file that would not fit, rather than fill the disk.
+    fn fits(&mut self, size: u64) -> bool {
+        if self.stopped.is_some() {
+            return false;
+        }
+        let Some((bytes, files)) = self.room else {
+            return true;
+        };
+        let need = self.summary.bytes.saturating_add(size);
+        let count = self.summary.files + self.summary.dirs + 1;
+        if need > bytes || files.is_some_and(|f| count > f) {
+            self.stopped = Some(format!(
+                "{} needs more than the {} bytes{} free where it is restored: stopped \
+                 after {} files ({} bytes); restore less (SNAPSHOT:PATH, --include) or \
+                 make room",
+                self.opts.target.display(),
+                bytes,
+                files.map_or(String::new(), |f| format!(" and {f} files")),
+                self.summary.files,
+                self.summary.bytes
+            ));
+            return false;
+        }
+        true
+    }
+
     /// Creates the folders on the way to an entry that is restored inside them.
     fn make_dirs(&mut self, stack: &mut [PendingDir]) -> bool {
         for PendingDir {
@@ -354,6 +387,9 @@ impl Restorer<'_> {
         } in stack.iter_mut()
         {
             if !*made {
+                if !self.fits(0) {
+                    return false;
+                }
                 if self.opts.dry_run {
                     *fresh = !path.exists();
                 } else {
@@ -396,6 +432,9 @@ impl Restorer<'_> {
                 return;
             }
         };
+        if self.stopped.is_some() {
+            return;
+        }
         let mut previous: Option<&[u8]> = None;
         let mut valid = Vec::with_capacity(tree.nodes.len());
         for node in &tree.nodes {
@@ -522,6 +561,9 @@ impl Restorer<'_> {
                     self.summary.unchanged += 1;
                     return;
                 }
+                if !self.fits(size) {
+                    return;
+                }
                 self.summary.files += 1;
                 self.summary.bytes = self.summary.bytes.saturating_add(size);
                 if self.opts.dry_run {
@@ -603,6 +645,12 @@ pub fn restore(
         pending_links: Vec::new(),
         summary: RestoreSummary::default(),
         target_fresh,
+        room: opts
+            .target
+            .ancestors()
+            .find(|a| a.exists())
+            .and_then(sys::free_space),
+        stopped: None,
     };
     let threads = opts.threads.max(1);
     let remote = repo.backend().prefers_large_reads();
@@ -689,6 +737,9 @@ pub fn restore(
         }
     }
     r.summary.errors = progress.errors.load(Relaxed);
+    if let Some(why) = r.stopped {
+        return Err(Error::Invalid(why));
+    }
     Ok(r.summary)
 }
 

@@ -235,6 +235,52 @@ fn passwords_and_keys_stay_with_their_owner() {
 }
 
 #[test]
+fn without_the_password_storage_reveals_no_names_and_no_chunk_ids() {
+    let env = Env::init("opaque");
+    let src = env.dir.join("Accounts-Ledger-2026");
+    let name = "QuickBooks-Company-File-Unique.qbw";
+    let text = "Invoice 4711 to ACME Widgets Ltd, net 30 days\n".repeat(500);
+    write(&src.join(name), text.as_bytes());
+    write(&src.join("raw.bin"), &Rng::new(5).noise(3 << 20));
+    env.backup(&[&src], &[]);
+    // The chunk ids, as only the password holder can list them.
+    let repo = env.open();
+    let index = repo.load_index().unwrap().index;
+    let (snaps, _) = repo.snapshots().unwrap();
+    let recorded = backazon_engine::sys::recorded_path(&src).unwrap();
+    let mut ids = Vec::new();
+    for file in [name, "raw.bin"] {
+        let path = format!("{recorded}/{file}");
+        let tree = &snaps[0].snapshot.tree;
+        let node = backazon_engine::restore::find_node(&repo, &index, tree, &path).unwrap();
+        ids.extend(node.unwrap().content);
+    }
+    assert!(!ids.is_empty());
+    let mut needles: Vec<Vec<u8>> = vec![
+        name.as_bytes().to_vec(),
+        b"Accounts-Ledger-2026".to_vec(),
+        b"ACME Widgets".to_vec(),
+    ];
+    for id in &ids {
+        needles.push(id.0.to_vec());
+        needles.push(id.to_hex().into_bytes());
+    }
+    for (path, bytes) in all_files(&env.repo) {
+        for n in &needles {
+            assert!(
+                !bytes.windows(n.len()).any(|w| w == n.as_slice()),
+                "{} holds {:?}",
+                path.display(),
+                String::from_utf8_lossy(n)
+            );
+        }
+        // Pack names are hashes of their encrypted bytes, not of any chunk.
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(ids.iter().all(|id| !file.contains(&id.to_hex())), "{file}");
+    }
+}
+
+#[test]
 fn unreadable_files_are_skipped_and_reported() {
     // Root reads everything, so the backup runs as an ordinary user (nobody).
     let env = Env::new("unreadable");
@@ -478,6 +524,99 @@ fn a_killed_backup_loses_nothing_and_is_resumed() {
     );
     let r = env.run(&["check", "--read-data"]).ok();
     assert!(!r.stderr.contains("temporary"), "{}", r.stderr);
+}
+
+#[test]
+fn a_snapshot_that_expands_past_the_disk_stops_before_filling_it() {
+    // A 1 MiB file in a folder, and 40 levels of two folders that are both the level
+    // below: one pack of data and 41 small trees claim 2^40 files, a pebibyte.
+    let env = Env::init("bomb");
+    let repo = env.open();
+    let keys = repo.keys().clone();
+    let payload = Rng::new(9).noise(1 << 20);
+    let chunk = keys.blob_id(&payload);
+    let encode = |kind: BlobKind, id, bytes: &[u8]| {
+        let ty = kind.object_type();
+        backazon_engine::blob::encode(&keys, ty, Some(&id), bytes, Default::default(), true)
+    };
+    let mut data = PackBuilder::new(BlobKind::Data);
+    data.add(
+        chunk,
+        payload.len(),
+        &encode(BlobKind::Data, chunk, &payload),
+    );
+    let mut trees = PackBuilder::new(BlobKind::Tree);
+    let mut file = node(b"f", NodeKind::File);
+    file.content = vec![chunk];
+    file.size = 1 << 20;
+    let mut nodes = vec![file];
+    let mut top = None;
+    for _ in 0..=40 {
+        let bytes = Tree { nodes }.to_bytes();
+        let id = keys.blob_id(&bytes);
+        trees.add(id, bytes.len(), &encode(BlobKind::Tree, id, &bytes));
+        let dir = |name: &[u8]| Node {
+            subtree: Some(id),
+            ..node(name, NodeKind::Dir)
+        };
+        nodes = vec![dir(b"a"), dir(b"b")];
+        top = Some(id);
+    }
+    let mut index = Vec::new();
+    for mut p in [data, trees] {
+        let f = p.finish(&keys);
+        let id = repo.write_pack(f.kind, &f.bytes).unwrap();
+        index.push((id, f.blobs));
+    }
+    repo.write_index(&index).unwrap();
+    repo.save_snapshot(&Snapshot {
+        time: "2026-01-01T00:00:00Z".into(),
+        tree: top.unwrap(),
+        paths: vec!["/".into()],
+        hostname: "bomb".into(),
+        username: "bomb".into(),
+        job: None,
+        tags: vec![],
+        parent: None,
+        program_version: "0".into(),
+        summary: Summary::default(),
+    })
+    .unwrap();
+
+    // Restored onto a 64 MiB file system: stopped with a clear error before it is full.
+    let small = env.dir.join("small");
+    fs::create_dir_all(&small).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mounting a tmpfs");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&small);
+    let target = small.join("t");
+    let t = Instant::now();
+    for dry in [true, false] {
+        let extra: &[&str] = if dry { &["--dry-run"] } else { &[] };
+        let r = env.restore("latest", &target, extra);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("free where it is restored: stopped after"),
+            "{}",
+            r.stderr
+        );
+    }
+    let written: u64 = all_files(&small).iter().map(|(_, b)| b.len() as u64).sum();
+    assert!(written > 0 && written <= 64 << 20, "{written}");
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    // ls and check take the shared folders once each.
+    env.run(&["check", "--read-data"]).ok();
 }
 
 fn node(name: &[u8], kind: NodeKind) -> Node {

@@ -185,6 +185,20 @@ pub fn private_file(o: &mut OpenOptions) -> &mut OpenOptions {
     o.mode(0o600)
 }
 
+/// Bytes and files the file system holding `path` has room for (unprivileged).
+pub fn free_space(path: &Path) -> Option<(u64, Option<u64>)> {
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a NUL-terminated path and a zeroed struct statvfs fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let bytes = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+    // File systems without an inode limit (btrfs, some FUSE ones) report 0 files.
+    let files = (st.f_files > 0).then_some(st.f_favail as u64);
+    Some((bytes, files))
+}
+
 pub fn default_cache_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
         return Some(PathBuf::from(d).join("backazon"));

@@ -227,6 +227,24 @@ pub fn private_file(o: &mut OpenOptions) -> &mut OpenOptions {
     o
 }
 
+/// Bytes the volume holding `path` has room for (for this user); NTFS has no file limit
+/// worth checking.
+pub fn free_space(path: &Path) -> Option<(u64, Option<u64>)> {
+    use windows_sys::Win32::Storage::FileSystem::GetDiskFreeSpaceExW;
+    let wide: Vec<u16> = path.as_os_str().encode_wide().chain([0]).collect();
+    let mut avail = 0u64;
+    // SAFETY: a NUL-terminated wide path and valid out-pointers (the others may be null).
+    let ok = unsafe {
+        GetDiskFreeSpaceExW(
+            wide.as_ptr(),
+            &mut avail,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    (ok != 0).then_some((avail, None))
+}
+
 pub fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("LOCALAPPDATA").map(|d| PathBuf::from(d).join("backazon").join("cache"))
 }
