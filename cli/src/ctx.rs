@@ -84,9 +84,38 @@ pub struct Global {
 
 pub struct Ctx {
     pub global: Global,
+    /// Every S3 backend this command opened, for the retries it made (see `report_retries`).
+    opened: std::sync::Mutex<Vec<Arc<dyn Backend>>>,
 }
 
 impl Ctx {
+    pub fn new(global: Global) -> Ctx {
+        Ctx {
+            global,
+            opened: Default::default(),
+        }
+    }
+
+    /// Says on stderr how many requests had to be sent again (resets, 503 SlowDown,
+    /// timeouts, bodies cut short), so a flaky link or a busy server is visible even when
+    /// everything succeeded.
+    pub fn report_retries(&self) {
+        if self.global.quiet {
+            return;
+        }
+        for b in self.opened.lock().unwrap().iter() {
+            if let Some(st) = b.stats().filter(|s| s.retries > 0) {
+                eprintln!(
+                    "note: {} of {} requests to {} were sent again after a failure (connection \
+                     reset, 503 SlowDown, timeout, response cut short)",
+                    st.retries,
+                    st.puts + st.gets + st.lists + st.deletes + st.heads,
+                    b.location()
+                );
+            }
+        }
+    }
+
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {
         let primary = self.primary()?;
         match self.replica()? {
@@ -122,7 +151,9 @@ impl Ctx {
             o.path_style = self.global.s3_path_style;
             o.region = self.global.s3_region.clone();
             o.connections = self.global.s3_connections.max(1);
-            return Ok(Arc::new(S3Backend::new(o)?));
+            let b: Arc<dyn Backend> = Arc::new(S3Backend::new(o)?);
+            self.opened.lock().unwrap().push(b.clone());
+            return Ok(b);
         }
         #[cfg(not(feature = "s3"))]
         if url.starts_with("s3://") {

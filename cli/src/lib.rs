@@ -131,8 +131,10 @@ pub fn main() -> ExitCode {
     ) {
         let _ = ctrlc::set_handler(|| std::process::exit(130));
     }
-    let ctx = Ctx { global: cli.global };
-    match run(&ctx, cli.command) {
+    let ctx = Ctx::new(cli.global);
+    let result = run(&ctx, cli.command);
+    ctx.report_retries();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = match e.downcast_ref::<Error>() {

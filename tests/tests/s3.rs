@@ -81,6 +81,11 @@ fn a_tree_round_trips_through_s3() {
 /// Mounts the repository, compares the snapshot with `src` byte for byte, unmounts, and
 /// returns the GET requests the mount made for file data.
 fn mount_and_compare(env: &Env, src: &std::path::Path, extra: &[&str]) -> u64 {
+    mount_compare_unmount(env, src, extra).0
+}
+
+/// [`mount_and_compare`], with what the mount said on stderr.
+fn mount_compare_unmount(env: &Env, src: &std::path::Path, extra: &[&str]) -> (u64, String) {
     let mnt = env.dir.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let child = env
@@ -89,6 +94,7 @@ fn mount_and_compare(env: &Env, src: &std::path::Path, extra: &[&str]) -> u64 {
         .args(extra)
         .arg(&mnt)
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let start = Instant::now();
@@ -120,10 +126,12 @@ fn mount_and_compare(env: &Env, src: &std::path::Path, extra: &[&str]) -> u64 {
         .lines()
         .find(|l| l.starts_with("requests to"))
         .unwrap_or_else(|| panic!("{text}"));
-    line.split_once(" GET (")
+    let gets = line
+        .split_once(" GET (")
         .and_then(|(_, r)| r.split_once(' '))
         .and_then(|(n, _)| n.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"))
+        .unwrap_or_else(|| panic!("{line}"));
+    (gets, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -256,6 +264,148 @@ fn a_backup_through_resets_and_slow_downs_completes_and_checks_clean() {
     env.restore("latest", &target, &[]).ok();
     assert_same_tree(&src, &in_snapshot(&target, &src));
     assert!(f.connections.load(Relaxed) > before, "{f:?}");
+}
+
+/// Requests sent again, from the note a command prints on stderr when it retried.
+fn retries_noted(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("note: "))
+        .filter(|l| l.contains("were sent again"))
+        .and_then(|l| l.split(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Every command through a proxy that faults one request in ten (by a seeded draw; a
+/// reset, a 503 SlowDown, a response cut midway or a 10 s stall), each beside the same
+/// command on a second repository through the same proxy with faults off: each
+/// completes, the snapshots restore and mount byte for byte, and the table printed says
+/// what was injected, what Backazon retried and the time it cost.
+/// `BACKAZON_FAULT_PERCENT`, `BACKAZON_FAULT_SEED`, `BACKAZON_FAULT_STALL_SECS` change
+/// the plan (`bench/s3faults.sh` runs several seeds).
+#[test]
+fn every_command_completes_when_one_request_in_ten_fails() {
+    use backazon_e2e::proxy::{FaultPlan, RequestFaultProxy};
+    use std::sync::atomic::Ordering::Relaxed;
+    let var = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let plan = FaultPlan {
+        percent: var("BACKAZON_FAULT_PERCENT", 10),
+        seed: var("BACKAZON_FAULT_SEED", 1),
+        stall: Duration::from_secs(var("BACKAZON_FAULT_STALL_SECS", 10)),
+    };
+    let g = Garage::get();
+    let proxy = RequestFaultProxy::start(g.endpoint.trim_start_matches("http://"), plan);
+    let f = &proxy.faults;
+    let src = Env::new("s3-rfaults-src").dir.join("src");
+    generate_tree(&src, 23, 24 << 20);
+    let mut clean = Env::init_s3("s3-rfaults-clean");
+    let mut faulty = Env::init_s3("s3-rfaults");
+    set_endpoint(&mut clean, &proxy.endpoint);
+    set_endpoint(&mut faulty, &proxy.endpoint);
+    let changed = src.join("changed.bin");
+    let steps: [(&str, &[&str]); 6] = [
+        ("backup", &["backup"]),
+        ("backup (one file changed)", &["backup"]),
+        ("restore", &["restore", "latest", "--target"]),
+        ("forget + prune", &["forget", "--keep-last", "1", "--prune"]),
+        ("check --read-data", &["check", "--read-data"]),
+        ("mount, read all", &[]),
+    ];
+    let mut table = Vec::new();
+    for (i, (name, args)) in steps.iter().enumerate() {
+        if i == 1 {
+            write(&changed, &Rng::new(3).noise(2 << 20));
+        }
+        let mut row = (name.to_string(), [Duration::ZERO; 2], 0u64, [0u64; 5], 0u64);
+        for (k, env) in [&clean, &faulty].into_iter().enumerate() {
+            proxy.enabled.store(k == 1, Relaxed);
+            let before = [
+                f.requests.load(Relaxed),
+                f.resets.load(Relaxed),
+                f.slow_downs.load(Relaxed),
+                f.cuts.load(Relaxed),
+                f.stalls.load(Relaxed),
+            ];
+            let t = Instant::now();
+            let stderr = if name.starts_with("mount") {
+                mount_compare_unmount(env, &src, &[]).1
+            } else {
+                let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+                if name.starts_with("backup") {
+                    a.push(src.to_str().unwrap().into());
+                }
+                if *name == "restore" {
+                    a.push(env.dir.join("restored").to_str().unwrap().into());
+                }
+                let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+                let r = env.run(&a);
+                assert_eq!(r.code, 0, "{name} through faults ({k}): {}", r.stderr);
+                r.stderr
+            };
+            row.1[k] = t.elapsed();
+            if k == 1 {
+                row.2 = retries_noted(&stderr);
+                let now = [
+                    f.requests.load(Relaxed),
+                    f.resets.load(Relaxed),
+                    f.slow_downs.load(Relaxed),
+                    f.cuts.load(Relaxed),
+                    f.stalls.load(Relaxed),
+                ];
+                for j in 0..5 {
+                    row.3[j] = now[j] - before[j];
+                }
+                row.4 = row.3[1..].iter().sum();
+            }
+        }
+        table.push(row);
+    }
+    proxy.enabled.store(false, Relaxed);
+    let restored = |env: &Env| in_snapshot(&env.dir.join("restored"), &src);
+    assert_same_tree(&src, &restored(&faulty));
+    assert_same_tree(&src, &restored(&clean));
+    // Straight to the server: prune deleted nothing a snapshot needs, every byte verifies.
+    set_endpoint(&mut faulty, &g.endpoint);
+    faulty.run(&["check", "--read-data"]).ok();
+    let again = faulty.dir.join("again");
+    faulty.restore("latest", &again, &[]).ok();
+    assert_same_tree(&src, &in_snapshot(&again, &src));
+
+    eprintln!(
+        "faults in {}% of requests (seed {}, stalls of {:?}):",
+        plan.percent, plan.seed, plan.stall
+    );
+    eprintln!(
+        "| command | requests | resets | 503 | cut | stalled | retried | clean | with faults | time lost |"
+    );
+    eprintln!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, t, retried, n, _) in &table {
+        eprintln!(
+            "| {name} | {} | {} | {} | {} | {} | {retried} | {:.1} s | {:.1} s | {:.1} s |",
+            n[0],
+            n[1],
+            n[2],
+            n[3],
+            n[4],
+            t[0].as_secs_f64(),
+            t[1].as_secs_f64(),
+            t[1].as_secs_f64() - t[0].as_secs_f64()
+        );
+    }
+    let injected: u64 = table.iter().map(|r| r.4).sum();
+    assert!(injected > 0, "no fault was injected: {:?}", f);
+    // A fault that makes the request fail shows up as a retry (a stall only delays it).
+    let failing: u64 = table.iter().map(|r| r.3[1] + r.3[2] + r.3[3]).sum();
+    let retried: u64 = table.iter().map(|r| r.2).sum();
+    assert!(
+        retried >= failing.min(1),
+        "{failing} failed requests, {retried} retried"
+    );
 }
 
 #[test]

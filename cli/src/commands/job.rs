@@ -123,7 +123,7 @@ fn job_ctx(ctx: &Ctx, job: &Job) -> Ctx {
     }
     g.password_file = job.password_file.clone();
     g.password_command = job.password_command.clone();
-    Ctx { global: g }
+    Ctx::new(g)
 }
 
 fn backup_args(name: &str, job: &Job) -> BackupArgs {

@@ -458,7 +458,7 @@ fn run_windows(ctx: &Ctx, command: ServiceCommand) -> Result<u8> {
         ServiceCommand::Run(user) => {
             let global = ctx.global.clone();
             service::run_as_service(&user, move |signals| {
-                let ctx = Ctx { global };
+                let ctx = Ctx::new(global);
                 super::daemon::run_with(&ctx, signals).unwrap_or_else(|e| {
                     // No console: the daemon's own log is where a user looks.
                     state_dir(&ctx).log(&format!("the service could not run the daemon: {e:#}"));

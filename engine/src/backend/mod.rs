@@ -125,4 +125,7 @@ pub struct BackendStats {
     pub heads: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// Requests sent again after a failure (reset, 5xx, SlowDown, timeout, a body cut
+    /// short): counted in the figures above too.
+    pub retries: u64,
 }

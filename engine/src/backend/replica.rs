@@ -183,6 +183,7 @@ impl Backend for Replicated {
                     heads: a.heads + b.heads,
                     bytes_sent: a.bytes_sent + b.bytes_sent,
                     bytes_received: a.bytes_received + b.bytes_received,
+                    retries: a.retries + b.retries,
                 })
             }
         }

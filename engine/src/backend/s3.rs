@@ -74,6 +74,8 @@ struct Counters {
     head: AtomicU64,
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
+    /// Attempts after an operation's first: the SDK's and those of [`S3Backend::get`].
+    retries: AtomicU64,
 }
 
 /// Counts every HTTP request the SDK sends, attempts included.
@@ -89,7 +91,7 @@ impl Intercept for CountRequests {
         &self,
         context: &BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> std::result::Result<(), BoxError> {
         let c = &self.0;
         let counter = match context.request().method() {
@@ -100,6 +102,12 @@ impl Intercept for CountRequests {
             _ => &c.get,
         };
         counter.fetch_add(1, Relaxed);
+        let attempt = cfg
+            .load::<aws_smithy_runtime_api::client::retries::RequestAttempts>()
+            .map_or(1, |a| a.attempts());
+        if attempt > 1 {
+            c.retries.fetch_add(1, Relaxed);
+        }
         Ok(())
     }
 }
@@ -277,6 +285,7 @@ impl S3Backend {
             let data = match result {
                 Ok(data) => data,
                 Err(GetFailure::Cut(_)) if attempt < self.opts.max_attempts => {
+                    self.counters.retries.fetch_add(1, Relaxed);
                     std::thread::sleep(backoff(attempt));
                     continue;
                 }
@@ -406,6 +415,7 @@ impl Backend for S3Backend {
                     ))
                 }
                 Err(GetFailure::Cut(_)) if attempt < self.opts.max_attempts => {
+                    self.counters.retries.fetch_add(1, Relaxed);
                     std::thread::sleep(backoff(attempt));
                 }
                 Err(GetFailure::Cut(why)) => return Err(Error::Backend(why)),
@@ -508,6 +518,7 @@ impl Backend for S3Backend {
             heads: c.head.load(Relaxed),
             bytes_sent: c.bytes_sent.load(Relaxed),
             bytes_received: c.bytes_received.load(Relaxed),
+            retries: c.retries.load(Relaxed),
         })
     }
 
