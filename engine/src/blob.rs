@@ -126,6 +126,27 @@ pub fn encode(
     )
 }
 
+/// Opens a stored object and hands its contents out as they are decompressed, for
+/// objects too large to hold whole (a tree of millions of entries). The object is
+/// authenticated before any byte is handed out.
+pub fn decode_reader<'a>(
+    keys: &MasterKeys,
+    ty: ObjectType,
+    id: Option<&Id>,
+    stored: &'a mut [u8],
+    what: &dyn Fn() -> String,
+) -> Result<Box<dyn std::io::Read + 'a>> {
+    let range = keys.open_in_place(ty, id, stored, what)?;
+    let body = &stored[range];
+    match body.first() {
+        Some(&RAW) => Ok(Box::new(&body[1..])),
+        Some(&ZSTD) => zstd::stream::read::Decoder::with_buffer(&body[1..])
+            .map(|d| Box::new(d) as Box<dyn std::io::Read>)
+            .map_err(|e| Error::corrupt(what(), format!("cannot decompress: {e}"))),
+        _ => Err(Error::corrupt(what(), "unknown encoding flag")),
+    }
+}
+
 /// Opens and decompresses a stored object. `raw_len_hint` bounds the decompressed size.
 pub fn decode(
     keys: &MasterKeys,

@@ -13,7 +13,7 @@ use crate::index::{BlobLocation, Index};
 use crate::pack::{self, BlobKind, PackBlob, TRAILER_LEN};
 use crate::repo::Repository;
 use crate::snapshot::SnapshotEntry;
-use crate::tree::NodeKind;
+use crate::tree::{EntryChecker, NodeKind};
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct CheckReport {
@@ -189,18 +189,13 @@ fn walk(
         if !seen.insert(tree_id) {
             continue;
         }
-        let tree = match repo.read_tree(index, &tree_id) {
-            Ok(t) => t,
-            Err(e) => {
-                on_error(format!("snapshot {}: {}/: {e}", snap.id.short(), path));
-                continue;
-            }
-        };
-        for problem in tree.problems() {
-            on_error(format!("snapshot {}: {path}/: {problem}", snap.id.short()));
-        }
+        // Entry by entry: a folder of millions of entries is never held whole.
+        let mut checker = EntryChecker::default();
         let mut subs = Vec::new();
-        for n in &tree.nodes {
+        let read = repo.for_each_tree_node(index, &tree_id, &mut |n| {
+            for problem in checker.check(&n) {
+                on_error(format!("snapshot {}: {path}/: {problem}", snap.id.short()));
+            }
             let p = format!("{path}/{}", n.name.to_string_lossy());
             match n.kind {
                 NodeKind::Dir => match &n.subtree {
@@ -210,7 +205,7 @@ fn walk(
                         crate::MAX_DEPTH
                     )),
                     Some(sub) => subs.push((*sub, p, depth + 1)),
-                    None => {} // named by the tree's problems
+                    None => {} // named by the entry's problems
                 },
                 NodeKind::File => {
                     if let Some(held) = index.bytes_of(&n.content).filter(|&h| h != n.size) {
@@ -225,6 +220,10 @@ fn walk(
                 }
                 _ => {}
             }
+            Ok(())
+        });
+        if let Err(e) = read {
+            on_error(format!("snapshot {}: {}/: {e}", snap.id.short(), path));
         }
         // Depth-first in name order, as the recursion it replaces.
         todo.extend(subs.into_iter().rev());
@@ -286,9 +285,7 @@ fn check_pack(repo: &Repository, pack: &Id, blobs: &[PackBlob]) -> (Vec<Id>, Vec
         };
         let stored = bytes.get(b.offset as usize..b.offset as usize + b.length as usize);
         let result = match stored {
-            Some(st) => repo
-                .decode_blob(b.kind, &b.id, &loc, st.to_vec())
-                .map(|_| ()),
+            Some(st) => repo.verify_blob(b.kind, &b.id, &loc, st.to_vec()),
             None => Err(crate::error::Error::corrupt(
                 format!("blob {} in pack {pack}", b.id),
                 "lies past the end of the pack",

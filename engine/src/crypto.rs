@@ -139,6 +139,11 @@ impl MasterKeys {
         Id(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())
     }
 
+    /// [`MasterKeys::blob_id`] over bytes that arrive in pieces.
+    pub fn blob_hasher(&self) -> blake3::Hasher {
+        blake3::Hasher::new_keyed(&self.id_key)
+    }
+
     pub fn seal(&self, ty: ObjectType, id: Option<&Id>, plaintext: &[u8]) -> Vec<u8> {
         let nonce = random_nonce();
         let aad = associated_data(ty, id);

@@ -18,12 +18,15 @@ use crate::id::Id;
 use crate::index::{self, BlobLocation, Index};
 use crate::pack::{self, BlobKind, PackBlob, TRAILER_LEN};
 use crate::snapshot::{Snapshot, SnapshotEntry};
-use crate::tree::Tree;
+use crate::tree::{Node, Tree};
 
 /// The format version this program writes and the newest it reads (docs/FORMAT.md).
 pub const FORMAT_VERSION: u32 = 1;
 pub const DEFAULT_PACK_SIZE: usize = 16 << 20;
 /// Pack sizes a repository may be created with (and a config may claim).
+/// Blobs up to this size (decompressed) are read whole: faster, and small enough. Larger
+/// ones (the tree of a folder of millions of entries) are read as they decompress.
+const STREAM_OVER: u32 = 8 << 20;
 pub const PACK_SIZES: std::ops::RangeInclusive<usize> = (1 << 20)..=(512 << 20);
 
 /// `config`: plaintext, because it must be read before any key is known.
@@ -495,6 +498,97 @@ impl Repository {
     pub fn read_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
         let bytes = self.read_blob(index, BlobKind::Tree, id)?;
         Tree::from_bytes(id, &bytes)
+    }
+
+    /// Hands a tree's entries to `f` one by one. A large tree (a folder of millions of
+    /// entries) is decompressed and decoded as it is read, so memory holds one entry of
+    /// it rather than the tree and its text; its id is checked once it is all read.
+    pub fn for_each_tree_node(
+        &self,
+        index: &Index,
+        id: &Id,
+        f: &mut dyn FnMut(Node) -> Result<()>,
+    ) -> Result<()> {
+        let loc = index.get(id).ok_or_else(|| {
+            Error::NotFound(format!(
+                "tree {id} is in no index (its pack is missing or damaged)"
+            ))
+        })?;
+        if loc.raw_length <= STREAM_OVER {
+            return self.read_tree(index, id)?.nodes.into_iter().try_for_each(f);
+        }
+        let stored = match &self.cache {
+            Some(c) => self.read_cached_tree_blob(c, &loc)?,
+            None => self.read_stored_blob(&loc)?,
+        };
+        self.stream_blob(BlobKind::Tree, id, &loc, stored, &mut |r| {
+            Tree::for_each_node(id, r, f)
+        })
+    }
+
+    /// Checks a stored blob as [`Repository::decode_blob`] does, a large one (over
+    /// 8 MiB decompressed) as it is decompressed rather than whole.
+    pub fn verify_blob(
+        &self,
+        kind: BlobKind,
+        id: &Id,
+        loc: &BlobLocation,
+        stored: Vec<u8>,
+    ) -> Result<()> {
+        if loc.raw_length <= STREAM_OVER {
+            return self.decode_blob(kind, id, loc, stored).map(|_| ());
+        }
+        self.stream_blob(kind, id, loc, stored, &mut |_| Ok(()))
+    }
+
+    /// Opens a stored blob and hands its contents to `use_it` as they are decompressed;
+    /// what it leaves unread is read after it. The contents must hash to `id` and be no
+    /// longer than the index says.
+    fn stream_blob(
+        &self,
+        kind: BlobKind,
+        id: &Id,
+        loc: &BlobLocation,
+        mut stored: Vec<u8>,
+        use_it: &mut dyn FnMut(&mut dyn std::io::Read) -> Result<()>,
+    ) -> Result<()> {
+        let what = || format!("blob {id} in pack {}", loc.pack);
+        let body =
+            blob::decode_reader(&self.keys, kind.object_type(), Some(id), &mut stored, &what)?;
+        struct Hashing<R> {
+            inner: R,
+            hasher: blake3::Hasher,
+            len: u64,
+        }
+        impl<R: std::io::Read> std::io::Read for Hashing<R> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.inner.read(buf)?;
+                self.hasher.update(&buf[..n]);
+                self.len += n as u64;
+                Ok(n)
+            }
+        }
+        let mut r = Hashing {
+            inner: std::io::Read::take(body, loc.raw_length as u64 + 1),
+            hasher: self.keys.blob_hasher(),
+            len: 0,
+        };
+        use_it(&mut r)?;
+        std::io::copy(&mut r, &mut std::io::sink())
+            .map_err(|e| Error::corrupt(what(), format!("cannot decompress: {e}")))?;
+        if r.len > loc.raw_length as u64 {
+            return Err(Error::corrupt(
+                what(),
+                format!(
+                    "decompresses to more than the {} bytes expected",
+                    loc.raw_length
+                ),
+            ));
+        }
+        if Id(*r.hasher.finalize().as_bytes()) != *id {
+            return Err(Error::corrupt(what(), "contents do not match the blob id"));
+        }
+        Ok(())
     }
 
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {

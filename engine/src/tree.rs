@@ -197,14 +197,92 @@ impl Tree {
     /// on an entry that is not a file. Backup never writes such a tree; `check` reports
     /// them, and restore and the mount refuse the entries.
     pub fn problems(&self) -> Vec<String> {
+        let mut c = EntryChecker::default();
+        self.nodes.iter().flat_map(|n| c.check(n)).collect()
+    }
+
+    /// Decodes a tree's JSON from `r` entry by entry, handing each to `f`: memory holds
+    /// one entry, however many the folder has. An error from `f` stops the decoding and
+    /// is returned.
+    pub fn for_each_node(
+        id: &Id,
+        r: impl std::io::Read,
+        f: &mut dyn FnMut(Node) -> Result<()>,
+    ) -> Result<()> {
+        use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
+        struct Sink<'f> {
+            f: &'f mut dyn FnMut(Node) -> Result<()>,
+            failed: Option<Error>,
+        }
+        struct Nodes<'s, 'f>(&'s mut Sink<'f>);
+        impl<'de> DeserializeSeed<'de> for Nodes<'_, '_> {
+            type Value = ();
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+                d.deserialize_seq(self)
+            }
+        }
+        impl<'de> Visitor<'de> for Nodes<'_, '_> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of entries")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+                while let Some(node) = seq.next_element::<Node>()? {
+                    if let Err(e) = (self.0.f)(node) {
+                        self.0.failed = Some(e);
+                        return Err(A::Error::custom("stopped"));
+                    }
+                }
+                Ok(())
+            }
+        }
+        impl<'de> Visitor<'de> for &mut Sink<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a tree")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "nodes" {
+                        map.next_value_seed(Nodes(&mut *self))?;
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(())
+            }
+        }
+        let mut sink = Sink { f, failed: None };
+        let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(r));
+        let result = de.deserialize_map(&mut sink).and_then(|_| de.end());
+        match (sink.failed, result) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => Err(Error::corrupt(
+                format!("tree {id}"),
+                format!("malformed tree: {e}"),
+            )),
+            (None, Ok(())) => Ok(()),
+        }
+    }
+}
+
+/// [`Tree::problems`] one entry at a time, for trees read entry by entry.
+#[derive(Default)]
+pub struct EntryChecker {
+    previous: Option<Name>,
+}
+
+impl EntryChecker {
+    /// What is wrong with `n`, given the entries before it.
+    pub fn check(&mut self, n: &Node) -> Vec<String> {
         let mut out = Vec::new();
-        for (i, n) in self.nodes.iter().enumerate() {
+        {
             let name = &n.name;
             if !name.is_safe_component() {
                 out.push(format!("entry {name:?} is not a valid name"));
             }
-            if i > 0 && self.nodes[i - 1].name >= *name {
-                out.push(if self.nodes[i - 1].name == *name {
+            if let Some(prev) = self.previous.as_ref().filter(|p| *p >= name) {
+                out.push(if prev == name {
                     format!("entry {name:?} appears twice")
                 } else {
                     format!("entry {name:?} is out of order")
@@ -227,9 +305,12 @@ impl Tree {
                 _ => {}
             }
         }
+        self.previous = Some(n.name.clone());
         out
     }
+}
 
+impl Tree {
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
         self.nodes
             .binary_search_by(|n| n.name.0.as_slice().cmp(name))

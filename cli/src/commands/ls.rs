@@ -78,11 +78,11 @@ pub fn run(ctx: &Ctx, spec: &str, long: bool) -> Result<u8> {
     for (p, t) in stack {
         let mut todo = vec![(p, t, 0usize)];
         while let Some((path, tree, depth)) = todo.pop() {
-            let t = repo.read_tree(index, &tree)?;
+            // Entry by entry: a folder of millions of entries is never held whole.
             let mut subs = Vec::new();
-            for n in t.nodes.iter() {
+            repo.for_each_tree_node(index, &tree, &mut |n| {
                 let p = format!("{path}/{}", n.name.to_string_lossy());
-                emit(&p, n);
+                emit(&p, &n);
                 if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
                     if depth + 1 >= backazon_engine::MAX_DEPTH {
                         warn(&format!(
@@ -93,7 +93,8 @@ pub fn run(ctx: &Ctx, spec: &str, long: bool) -> Result<u8> {
                         subs.push((p, sub, depth + 1));
                     }
                 }
-            }
+                Ok(())
+            })?;
             todo.extend(subs.into_iter().rev());
         }
     }
