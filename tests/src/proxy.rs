@@ -198,9 +198,9 @@ impl RequestFaultProxy {
 
 /// SplitMix64 of the request number: the fault (if any) request `n` meets.
 fn fault_of(n: u64, plan: FaultPlan) -> Option<u64> {
-    let mut z = n
-        .wrapping_add(plan.seed)
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // Each seed starts far along the sequence: seeds next to each other share nothing.
+    let start = plan.seed.wrapping_mul(0xd1b5_4a32_d192_ed03);
+    let mut z = n.wrapping_add(start).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
