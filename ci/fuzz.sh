@@ -2,7 +2,7 @@
 # Fuzzing with cargo-fuzz (libFuzzer, AddressSanitizer): every target in fuzz/ runs over
 # its committed corpus (fuzz/corpus/<target>) and then for SECONDS more on new inputs.
 # New inputs go to a scratch folder, so the committed corpus only changes by hand.
-#   bash ci/fuzz.sh [SECONDS] [TARGET...]    CI: 10 s each; bench/fuzz.sh: as long as asked
+#   bash ci/fuzz.sh [SECONDS] [TARGET...]    CI: 6 s each; bench/fuzz.sh: as long as asked
 # Limits on every run: no input may take 10 s, the process may not pass 1 GiB of memory,
 # and no single allocation may pass 600 MiB (a length field claiming 4 GiB must not be
 # believed; the largest legitimate allocation is a 256 MiB object, doubled while read).

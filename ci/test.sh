@@ -25,8 +25,8 @@ status=0
 cargo test --release --workspace --no-fail-fast 2>&1 | tee "$linux" || status=$?
 echo "--- unit tests of the Windows build (engine, fs, cli), under Wine"
 bash ci/windows.sh test --no-fail-fast 2>&1 | tee "$windows" || status=$?
-echo "--- fuzz targets (fuzz/): each over its corpus, then 10 s of new inputs"
-bash ci/fuzz.sh 10 || status=$?
+echo "--- fuzz targets (fuzz/): each over its corpus, then 6 s of new inputs"
+bash ci/fuzz.sh 6 || status=$?
 # One closing line over every test binary, Linux and Windows, for people and for CI.
 # tests/windows.rs runs in the Linux pass but every test in it drives backazon.exe.
 awk '/Running / { exe = (FILENAME == ARGV[2] || $0 ~ /tests\/windows\.rs/) ? "w" : "l" }

@@ -136,7 +136,8 @@ fn handle(mut client: TcpStream, n: u64, every: u64, upstream: &str, f: Arc<Faul
 
 /// Faults per request rather than per connection: of every request, `percent` in 100
 /// (chosen by a generator seeded with `seed`, so a run repeats) meet one fault, in turn:
-/// the connection reset on its head, `503 Slow Down`, its response cut midway, or the
+/// the connection reset on its head, `503 Slow Down`, its upload or its response cut
+/// midway, or the
 /// server stalled for `stall` before it answers. Requests on a kept-alive connection
 /// are told apart by their HTTP framing (Content-Length, chunked, `Expect: 100-continue`).
 #[derive(Clone, Copy, Debug)]
@@ -383,6 +384,21 @@ fn serve(
             _ => {}
         }
         to_server.write_all(&req.bytes)?;
+        if fault == Some(2) && req.length.is_some_and(|l| l > 0) && !req.expect_continue {
+            // An upload cut short: half its body reaches the server, then both resets.
+            let half = req.length.unwrap_or(0) / 2;
+            copy_body(
+                &req,
+                false,
+                &mut from_client,
+                Some(&mut to_server),
+                Some(half),
+            )?;
+            f.cuts.fetch_add(1, Relaxed);
+            reset(&to_server);
+            reset(&to_client);
+            return Ok(());
+        }
         let mut resp = read_head_after_body(
             &req,
             &mut from_client,

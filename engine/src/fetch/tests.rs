@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use super::FIRST_PREFETCH;
 use crate::backend::{Backend, BackendStats, Kind};
 use crate::backup::{backup, BackupOptions, BackupProgress, ParentChoice};
 use crate::datacache::SEGMENT;
@@ -228,23 +227,16 @@ fn prefetched_packs_come_in_one_read_each_and_a_random_read_fetches_little() {
         repo.read_blob(&index, BlobKind::Data, id).unwrap();
     }
     // One read per pack; a pack the first read does not cover (a pack closes past its
-    // target size, by up to a chunk) may take a second, larger one.
+    // target size, by up to a chunk) may take a second, larger one, and so may a pack
+    // whose first blob is asked for before the prefetch has started on it (a slow
+    // machine, or Wine, runs the reader ahead of the prefetching threads). Never a
+    // read per blob.
     let sizes: HashMap<String, u64> = f.backend.list(Kind::Pack).unwrap().into_iter().collect();
-    let expected: u64 = packs
-        .iter()
-        .map(|(p, _)| {
-            if sizes[&p.to_hex()] <= FIRST_PREFETCH + SEGMENT {
-                1
-            } else {
-                2
-            }
-        })
-        .sum();
-    // (Fewer when the pace of the pack read just before already widened the first read.)
+    let blobs = all.len() as u64;
     let reads = f.reads() - before;
     assert!(
-        (packs.len() as u64..=expected).contains(&reads),
-        "{reads} reads for {} packs, at most {expected}",
+        (packs.len() as u64..=2 * packs.len() as u64).contains(&reads) && reads < blobs / 4,
+        "{reads} reads for {} packs of {blobs} blobs (sizes {sizes:?})",
         packs.len()
     );
 
