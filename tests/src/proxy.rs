@@ -157,11 +157,15 @@ pub struct RequestFaults {
 }
 
 impl RequestFaults {
-    pub fn injected(&self) -> u64 {
-        self.resets.load(Relaxed)
-            + self.slow_downs.load(Relaxed)
-            + self.cuts.load(Relaxed)
-            + self.stalls.load(Relaxed)
+    /// Requests, resets, 503s, cuts, stalls, so far.
+    pub fn counts(&self) -> [u64; 5] {
+        [
+            self.requests.load(Relaxed),
+            self.resets.load(Relaxed),
+            self.slow_downs.load(Relaxed),
+            self.cuts.load(Relaxed),
+            self.stalls.load(Relaxed),
+        ]
     }
 }
 

@@ -324,13 +324,7 @@ fn every_command_completes_when_one_request_in_ten_fails() {
         let mut row = (name.to_string(), [Duration::ZERO; 2], 0u64, [0u64; 5], 0u64);
         for (k, env) in [&clean, &faulty].into_iter().enumerate() {
             proxy.enabled.store(k == 1, Relaxed);
-            let before = [
-                f.requests.load(Relaxed),
-                f.resets.load(Relaxed),
-                f.slow_downs.load(Relaxed),
-                f.cuts.load(Relaxed),
-                f.stalls.load(Relaxed),
-            ];
+            let before = f.counts();
             let t = Instant::now();
             let stderr = if name.starts_with("mount") {
                 mount_compare_unmount(env, &src, &[]).1
@@ -350,13 +344,7 @@ fn every_command_completes_when_one_request_in_ten_fails() {
             row.1[k] = t.elapsed();
             if k == 1 {
                 row.2 = retries_noted(&stderr);
-                let now = [
-                    f.requests.load(Relaxed),
-                    f.resets.load(Relaxed),
-                    f.slow_downs.load(Relaxed),
-                    f.cuts.load(Relaxed),
-                    f.stalls.load(Relaxed),
-                ];
+                let now = f.counts();
                 for j in 0..5 {
                     row.3[j] = now[j] - before[j];
                 }
