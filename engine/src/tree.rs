@@ -276,34 +276,32 @@ impl EntryChecker {
     /// What is wrong with `n`, given the entries before it.
     pub fn check(&mut self, n: &Node) -> Vec<String> {
         let mut out = Vec::new();
-        {
-            let name = &n.name;
-            if !name.is_safe_component() {
-                out.push(format!("entry {name:?} is not a valid name"));
+        let name = &n.name;
+        if !name.is_safe_component() {
+            out.push(format!("entry {name:?} is not a valid name"));
+        }
+        if let Some(prev) = self.previous.as_ref().filter(|p| *p >= name) {
+            out.push(if prev == name {
+                format!("entry {name:?} appears twice")
+            } else {
+                format!("entry {name:?} is out of order")
+            });
+        }
+        match n.kind {
+            NodeKind::Dir if n.subtree.is_none() => {
+                out.push(format!("folder {name:?} has no sub-tree"))
             }
-            if let Some(prev) = self.previous.as_ref().filter(|p| *p >= name) {
-                out.push(if prev == name {
-                    format!("entry {name:?} appears twice")
-                } else {
-                    format!("entry {name:?} is out of order")
-                });
+            NodeKind::Dir if !n.content.is_empty() => {
+                out.push(format!("folder {name:?} has file contents"))
             }
-            match n.kind {
-                NodeKind::Dir if n.subtree.is_none() => {
-                    out.push(format!("folder {name:?} has no sub-tree"))
-                }
-                NodeKind::Dir if !n.content.is_empty() => {
-                    out.push(format!("folder {name:?} has file contents"))
-                }
-                NodeKind::File if n.subtree.is_some() => {
-                    out.push(format!("file {name:?} has a sub-tree"))
-                }
-                NodeKind::File | NodeKind::Dir => {}
-                _ if n.subtree.is_some() || !n.content.is_empty() => {
-                    out.push(format!("{name:?} ({:?}) has contents", n.kind))
-                }
-                _ => {}
+            NodeKind::File if n.subtree.is_some() => {
+                out.push(format!("file {name:?} has a sub-tree"))
             }
+            NodeKind::File | NodeKind::Dir => {}
+            _ if n.subtree.is_some() || !n.content.is_empty() => {
+                out.push(format!("{name:?} ({:?}) has contents", n.kind))
+            }
+            _ => {}
         }
         self.previous = Some(n.name.clone());
         out

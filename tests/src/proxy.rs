@@ -403,7 +403,7 @@ fn serve(
             reset(&to_client);
             return Ok(());
         }
-        let mut resp = read_head_after_body(
+        let resp = read_head_after_body(
             &req,
             &mut from_client,
             &mut to_client,
@@ -433,7 +433,6 @@ fn serve(
             Some(&mut to_client),
             None,
         )?;
-        resp.bytes.clear();
         if resp.length.is_none() && !resp.chunked && !req.head_method && resp.status != Some(204) {
             return Ok(()); // the body ran to the end of the connection
         }
