@@ -139,7 +139,7 @@ fn a_mount_of_s3_reads_packs_not_chunks_and_then_reads_its_cache() {
     let env = Env::new_s3("s3-browse");
     env.run(&["init", "--pack-size", "1MiB"]).ok();
     let src = env.dir.join("src");
-    generate_tree(&src, 13, 6 << 20);
+    generate_tree(&src, 13, 8 << 20);
     env.backup(&[&src], &[]);
     let c = env.run(&["check", "--json"]).ok().json();
     let data_packs = c["data_packs"].as_u64().unwrap();
