@@ -124,17 +124,6 @@ fn burst_over(pending: &AtomicUsize, trimmed: &AtomicBool) -> bool {
     pending.load(Ordering::SeqCst) == 0 && !trimmed.swap(true, Ordering::Relaxed)
 }
 
-/// Returns memory freed by this process to the OS. glibc keeps freed memory in each
-/// thread's arena for reuse, which after a burst of decoding shows as tens of MiB of
-/// resident memory that nothing uses.
-fn give_back_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory of the allocator's arenas.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// How often a long burst of read-ahead gives freed memory back.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 
@@ -172,7 +161,7 @@ impl<J: Send + 'static> Prefetcher<J> {
                             // decoded chunks it handed on were freed, give their memory
                             // back (once per burst, by the first thread to notice).
                             if burst_over(&pending, &trimmed) {
-                                give_back_freed_memory();
+                                backazon_engine::sys::give_back_freed_memory();
                             }
                             continue;
                         }
@@ -196,7 +185,7 @@ impl<J: Send + 'static> Prefetcher<J> {
                         due
                     };
                     if due {
-                        give_back_freed_memory();
+                        backazon_engine::sys::give_back_freed_memory();
                     }
                 })
                 .expect("starting a read-ahead thread");

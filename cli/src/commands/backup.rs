@@ -77,10 +77,6 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<(u8, SnapshotEntry)> {
              while it is read is recorded in the snapshot summary (files_changed_during_read)"
         );
     }
-    let mut repo = ctx.open()?;
-    repo.compression = Compression {
-        level: args.compression,
-    };
     let sel = &args.select;
     let mut globs = sel.exclude.clone();
     for f in &sel.exclude_file {
@@ -104,6 +100,15 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<(u8, SnapshotEntry)> {
             .map(format::parse_size)
             .transpose()
             .map_err(anyhow::Error::msg)?,
+    };
+    // The first folders are listed on another core while the password is stretched.
+    // (Not from a shadow copy: that is made after the repository is open.)
+    if !args.vss {
+        opts.prescan = Some(backup::prescan(&opts.paths, &opts.selection.excludes));
+    }
+    let mut repo = ctx.open()?;
+    repo.compression = Compression {
+        level: args.compression,
     };
     opts.tags = args.tag.clone();
     opts.job = args.job.clone();

@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 pub use imp::{
     apply_dir_metadata, apply_file_metadata, can_restore_owners, create_file, create_private_dir,
     create_special, create_symlink, default_cache_dir, drop_cached_pages, file_id, free_space,
-    match_path, name_of, node_from_metadata, open_for_backup, os_name, private_file, process_alive,
-    read_ahead, read_at, read_link, recorded_components, reopen_for_restore, start_writeback,
-    write_at, NAME_RULE, WINDOWS_PATHS,
+    give_back_freed_memory, match_path, name_of, node_from_metadata, open_for_backup, os_name,
+    private_file, process_alive, read_ahead, read_at, read_link, recorded_components,
+    reopen_for_restore, start_writeback, write_at, NAME_RULE, WINDOWS_PATHS,
 };
 
 /// One step of an absolute path as a snapshot records it: its name, and the OS path of

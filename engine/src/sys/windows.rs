@@ -214,7 +214,9 @@ pub fn read_ahead(_: &File, _: u64, _: u64) {}
 
 pub fn drop_cached_pages(_: &File) {}
 
-/// `%LOCALAPPDATA%\backazon\cache`.
+/// Windows' heap gives freed memory back on its own.
+pub fn give_back_freed_memory() {}
+
 /// Makes a folder and its missing parents. Windows gives a new folder its parent's
 /// permissions; the user's profile folders (where the cache and state live) are the
 /// user's alone.
@@ -245,6 +247,7 @@ pub fn free_space(path: &Path) -> Option<(u64, Option<u64>)> {
     (ok != 0).then_some((avail, None))
 }
 
+/// `%LOCALAPPDATA%\backazon\cache`.
 pub fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("LOCALAPPDATA").map(|d| PathBuf::from(d).join("backazon").join("cache"))
 }
