@@ -790,7 +790,8 @@ fn back_up_file(sh: &Shared, job: &FileJob, scratch: &mut Vec<u8>) -> Option<Nod
         .for_each_chunk(&mut file, scratch, &mut save_chunk, |e| {
             Error::io("reading", path, e)
         });
-    if scratch.capacity() > 16 << 20 {
+    // A large file's chunks needed room most files do not: give it back.
+    if scratch.capacity() > 4 << 20 {
         *scratch = Vec::new();
     }
     let total = match read {

@@ -125,8 +125,9 @@ impl Chunker {
     }
 
     /// Reads `reader` to its end, handing each chunk to `f`. Memory holds the current
-    /// chunk and one read ahead (typically ~2 MiB, at most `max` + 1 MiB), whatever the
-    /// stream's length; `buf` is scratch space the caller reuses across files.
+    /// chunk and one read ahead (typically ~2 MiB, at most about `max` + 1 MiB, twice
+    /// that while the buffer grows), whatever the stream's length; `buf` is scratch
+    /// space the caller reuses across files.
     pub fn for_each_chunk<R: Read, E>(
         &self,
         reader: &mut R,
@@ -153,11 +154,14 @@ impl Chunker {
                 }
                 return Ok(total);
             }
-            // Consumed bytes are dropped in bulk: one small move per few MiB read.
+            // Consumed bytes are dropped when the next read would otherwise grow the
+            // buffer: it stays at about the largest chunk plus one read, and the bytes
+            // moved are a partial chunk, once per buffer's worth read. (Dropping them
+            // only every 4 MiB let each reader's buffer grow to 16 MiB.)
             if start == buf.len() {
                 buf.clear();
                 start = 0;
-            } else if start >= 4 << 20 {
+            } else if start > 0 && buf.len() + READ as usize > buf.capacity() {
                 buf.drain(..start);
                 start = 0;
             }

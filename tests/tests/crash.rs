@@ -1,7 +1,8 @@
 //! Crash points: the real binary killed with SIGKILL at seeded random moments of a
-//! backup, a forget, a prune, a `key passwd` and a restore, one after another on one
-//! repository. After each: the repository opens with a password it had, the next backup
-//! completes, `check --read-data` is clean, and the newest snapshot restores identical.
+//! backup, a forget, a prune, a `key add`, `passwd` or `remove`, and a restore, one after
+//! another on one repository. After each: the repository opens with a password it had,
+//! the next backup completes, `check --read-data` is clean, and the newest snapshot
+//! restores identical.
 //!
 //! `BACKAZON_CRASH_POINTS=N` runs N points (20 by default) from seed
 //! `BACKAZON_CRASH_FIRST` (0), `BACKAZON_CRASH_SEED=S` reruns the one point S;
@@ -23,10 +24,42 @@ enum Op {
     Forget,
     Prune,
     Passwd,
+    KeyAdd,
+    KeyRemove,
     Restore,
 }
 
-const OPS: [Op; 5] = [Op::Backup, Op::Forget, Op::Prune, Op::Passwd, Op::Restore];
+const OPS: [Op; 7] = [
+    Op::Backup,
+    Op::Forget,
+    Op::Prune,
+    Op::Passwd,
+    Op::KeyAdd,
+    Op::KeyRemove,
+    Op::Restore,
+];
+
+/// The ids of the key files other than the one the test's password opens.
+fn other_keys(env: &Env) -> Vec<String> {
+    let keys = env.run(&["key", "list", "--json"]).ok().json();
+    keys.as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["current"] == false)
+        .map(|k| k["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Whether `password` opens the repository.
+fn opens(env: &Env, password: &str) -> bool {
+    env.command()
+        .env("BACKAZON_PASSWORD", password)
+        .arg("snapshots")
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
 
 /// Starts `args` with `password` and kills it after `after`; whether it had finished.
 fn kill_after(env: &Env, args: &[&str], password: &str, after: Duration) -> bool {
@@ -108,6 +141,25 @@ fn killed_at_random_moments_nothing_referenced_is_lost() {
                 kill_after(&env, &["prune"], PASSWORD, after)
             }
             Op::Passwd => kill_after(&env, &["key", "passwd"], PASSWORD, after),
+            Op::KeyAdd => {
+                let done = kill_after(&env, &["key", "add"], PASSWORD, after);
+                assert!(!done || opens(&env, NEW_PASSWORD), "point {seed}: key add");
+                done
+            }
+            Op::KeyRemove => {
+                env.command()
+                    .env("BACKAZON_NEW_PASSWORD", NEW_PASSWORD)
+                    .args(["key", "add"])
+                    .output()
+                    .unwrap();
+                let id = other_keys(&env).pop().expect("the key just added");
+                let done = kill_after(&env, &["key", "remove", &id], PASSWORD, after);
+                assert!(
+                    !done || !opens(&env, NEW_PASSWORD),
+                    "point {seed}: key remove"
+                );
+                done
+            }
             Op::Restore => {
                 let args = ["restore", "latest", "--target", out.to_str().unwrap()];
                 kill_after(&env, &args, PASSWORD, after)
@@ -150,6 +202,17 @@ fn killed_at_random_moments_nothing_referenced_is_lost() {
                 .output()
                 .unwrap();
             assert!(back.status.success(), "point {seed}: key passwd back");
+        }
+        if let Op::KeyAdd | Op::KeyRemove = op {
+            // The test's own password opens it (checked above); the other keys go, so
+            // a later `key passwd` point changes the one key there is.
+            for id in other_keys(&env) {
+                env.run(&["key", "remove", &id]).ok();
+            }
+            assert!(
+                !opens(&env, NEW_PASSWORD),
+                "point {seed}: a key left behind"
+            );
         }
         if let Op::Restore = op {
             // Run again into the same target, it finishes the work: identical, and the
