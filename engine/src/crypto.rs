@@ -72,14 +72,39 @@ impl ObjectType {
     }
 }
 
-fn associated_data(ty: ObjectType, id: Option<&Id>) -> Vec<u8> {
-    let mut aad = b"backazon/1/".to_vec();
-    aad.extend_from_slice(ty.tag());
+/// What an object is, bound to its ciphertext: `backazon/1/<type>[/<id>]`. Built on
+/// the stack (at most 55 bytes): it is made for every blob read or written.
+fn associated_data(ty: ObjectType, id: Option<&Id>) -> Aad {
+    let mut aad = Aad {
+        bytes: [0; 64],
+        len: 0,
+    };
+    aad.push(b"backazon/1/");
+    aad.push(ty.tag());
     if let Some(id) = id {
-        aad.push(b'/');
-        aad.extend_from_slice(&id.0);
+        aad.push(b"/");
+        aad.push(&id.0);
     }
     aad
+}
+
+struct Aad {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl Aad {
+    fn push(&mut self, b: &[u8]) {
+        self.bytes[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+    }
+}
+
+impl std::ops::Deref for Aad {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 /// The repository's secrets, created once at `init` and wrapped by every key file. No

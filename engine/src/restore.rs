@@ -317,11 +317,11 @@ fn restore_file(
     let dest = &job.dest;
     let result = (|| -> Result<()> {
         // Into an empty target the first try succeeds; otherwise replace what is there.
-        let mut f = match sys::create_file(dest) {
+        let mut f = match sys::create_file(dest, job.node.mode) {
             Ok(f) => f,
             Err(_) => {
                 clear_for_create(dest, made).map_err(|e| Error::io("replacing", dest, e))?;
-                sys::create_file(dest).map_err(|e| Error::io("creating", dest, e))?
+                sys::create_file(dest, job.node.mode).map_err(|e| Error::io("creating", dest, e))?
             }
         };
         for id in &job.node.content {

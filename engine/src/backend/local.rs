@@ -142,7 +142,9 @@ impl Backend for LocalBackend {
     }
 
     fn read_range(&self, kind: Kind, name: &str, offset: u64, length: usize) -> Result<Vec<u8>> {
-        let p = self.path(kind, name);
+        // The path only for a message or a file not kept open: a restore reads a blob
+        // here per file, and three allocations a read made its threads wait on malloc.
+        let p = || self.path(kind, name);
         let pack = if kind == Kind::Pack {
             Some(self.open_pack(name)?)
         } else {
@@ -152,6 +154,7 @@ impl Backend for LocalBackend {
         let f = match &pack {
             Some(pack) => &pack.file,
             None => {
+                let p = p();
                 other = File::open(&p).map_err(|e| not_found_or_io(e, "opening", &p))?;
                 &other
             }
@@ -163,12 +166,12 @@ impl Backend for LocalBackend {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("reading", &p, e)),
+                Err(e) => return Err(Error::io("reading", p(), e)),
             }
         }
         if got < length {
             return Err(Error::corrupt(
-                p.display().to_string(),
+                p().display().to_string(),
                 format!(
                     "object is truncated (wanted bytes {offset}..{})",
                     offset + length as u64

@@ -288,12 +288,13 @@ impl Batch<'_> {
         let f = if *created {
             sys::reopen_for_restore(dest).map_err(|e| Error::io("opening again", dest, e))?
         } else {
-            let f = match sys::create_file(dest) {
+            let f = match sys::create_file(dest, self.jobs[j as usize].node.mode) {
                 Ok(f) => f,
                 Err(_) => {
                     clear_for_create(dest, self.made)
                         .map_err(|e| Error::io("replacing", dest, e))?;
-                    sys::create_file(dest).map_err(|e| Error::io("creating", dest, e))?
+                    sys::create_file(dest, self.jobs[j as usize].node.mode)
+                        .map_err(|e| Error::io("creating", dest, e))?
                 }
             };
             *created = true;

@@ -258,13 +258,40 @@ fn check(rc: libc::c_int) -> io::Result<()> {
 }
 
 /// A new file for restored contents: never an existing one, never through a link.
-pub fn create_file(path: &Path) -> io::Result<File> {
+/// Made with the node's permission bits (and the owner's write bit, so that it can be
+/// opened again to go on writing): for most files the final mode, which then needs no
+/// `fchmod` of its own (`apply_file_metadata`).
+pub fn create_file(path: &Path, mode: u32) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
+        .mode(creation_mode(mode))
         .open(path)
+}
+
+fn creation_mode(mode: u32) -> u32 {
+    (mode | 0o200) & 0o777
+}
+
+/// The process's umask, read once: Linux shows it in /proc/self/status (reading it with
+/// umask(2) means setting it, which other threads could see). None where it cannot be
+/// read: then every restored file gets its mode set after it is written.
+fn umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
+}
+
+/// The effective user and group, asked once: restoring a file compared them with its
+/// owners, two system calls per file.
+fn effective_ids() -> (u32, u32) {
+    static IDS: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    // SAFETY: geteuid and getegid have no preconditions.
+    *IDS.get_or_init(|| unsafe { (libc::geteuid(), libc::getegid()) })
 }
 
 /// A file this restore created, opened again for writing: never through a link.
@@ -283,20 +310,31 @@ pub fn write_at(f: &File, buf: &[u8], offset: u64) -> io::Result<()> {
 
 /// Owner, mode and times through an open descriptor: no path lookups. Owner first,
 /// since changing it clears setuid/setgid bits.
-fn apply_through_fd(fd: libc::c_int, node: &Node, owners: bool) -> io::Result<()> {
+/// `mode_now`: the mode the file or folder already has, when known.
+fn apply_through_fd(
+    fd: libc::c_int,
+    node: &Node,
+    owners: bool,
+    mode_now: Option<u32>,
+) -> io::Result<()> {
     // SAFETY (all three): fd is an open descriptor; the arguments are plain values.
     unsafe {
-        if owners && (node.uid != libc::geteuid() || node.gid != libc::getegid()) {
+        let chown = owners && (node.uid, node.gid) != effective_ids();
+        if chown {
             check(libc::fchown(fd, node.uid, node.gid))?;
         }
-        check(libc::fchmod(fd, node.mode as libc::mode_t))?;
+        if chown || mode_now != Some(node.mode & 0o7777) {
+            check(libc::fchmod(fd, node.mode as libc::mode_t))?;
+        }
         let times = [timespec(node.atime), timespec(node.mtime)];
         check(libc::futimens(fd, times.as_ptr()))
     }
 }
 
 pub fn apply_file_metadata(f: &File, node: &Node, owners: bool) -> io::Result<()> {
-    apply_through_fd(f.as_raw_fd(), node, owners)
+    // Made by `create_file` with the node's mode, less the umask.
+    let mode_now = umask().map(|u| creation_mode(node.mode) & !u);
+    apply_through_fd(f.as_raw_fd(), node, owners, mode_now)
 }
 
 /// A restored folder's owner, mode and times, through the folder itself: if something
@@ -306,7 +344,7 @@ pub fn apply_dir_metadata(path: &Path, node: &Node, owners: bool) -> io::Result<
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
         .open(path)?;
-    apply_through_fd(dir.as_raw_fd(), node, owners)
+    apply_through_fd(dir.as_raw_fd(), node, owners, None)
 }
 
 fn set_times_nofollow(path: &Path, node: &Node) -> io::Result<()> {

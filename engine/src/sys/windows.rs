@@ -282,7 +282,7 @@ pub fn user_fallback() -> String {
 
 /// A new file for restored contents: `CREATE_NEW` fails on anything already there,
 /// a link included, and never follows one.
-pub fn create_file(path: &Path) -> io::Result<File> {
+pub fn create_file(path: &Path, _mode: u32) -> io::Result<File> {
     OpenOptions::new().write(true).create_new(true).open(path)
 }
 
