@@ -307,6 +307,122 @@ pub fn place(
     out
 }
 
+/// [`place`] for a folder too large to hold whole (millions of entries): the names are
+/// read in passes over the folder, and only a 64-bit hash per name is kept, so memory
+/// is 8 bytes an entry while planning and none when no name needs to change (the usual
+/// case), 20 or so when some do. Two names whose hashes meet are taken as the same
+/// name: at worst one more entry is renamed; never are two given one name.
+///
+/// Use: [`LargePlace::plan`] with every name in order (a first pass over the folder),
+/// then, if [`LargePlace::needs_claims`], [`LargePlace::claim`] with every name in order
+/// (a second pass), then [`LargePlace::next`] for each name in order as it is restored.
+pub struct LargePlace {
+    escape: fn(&[u8]) -> Option<Vec<u8>>,
+    folds: Vec<u64>,
+    any_escaped: bool,
+    fold_case: bool,
+    /// Keys of the names kept or given so far; `None` when every name is kept.
+    taken: Option<HashSet<u64>>,
+    /// Which entries keep their name, a bit per entry in order, once claimed.
+    kept: Vec<u64>,
+    claimed: usize,
+    placed: usize,
+}
+
+impl LargePlace {
+    pub fn new(escape: fn(&[u8]) -> Option<Vec<u8>>) -> LargePlace {
+        LargePlace {
+            escape,
+            folds: Vec::new(),
+            any_escaped: false,
+            fold_case: false,
+            taken: None,
+            kept: Vec::new(),
+            claimed: 0,
+            placed: 0,
+        }
+    }
+
+    /// First pass: one name.
+    pub fn plan(&mut self, name: &[u8]) {
+        let escaped = (self.escape)(name);
+        self.any_escaped |= escaped.is_some();
+        let wanted = escaped.as_deref().unwrap_or(name);
+        self.folds.push(hash_of(&fold(wanted)));
+    }
+
+    /// After the first pass: whether the second is needed (some name is escaped, or
+    /// two differ only in case and `ignores_case`, asked only then, says it matters).
+    pub fn needs_claims(&mut self, ignores_case: impl FnOnce() -> bool) -> bool {
+        let mut folds = std::mem::take(&mut self.folds);
+        folds.sort_unstable();
+        let twins = folds.windows(2).any(|w| w[0] == w[1]);
+        drop(folds);
+        self.fold_case = twins && ignores_case();
+        let needed = self.any_escaped || self.fold_case;
+        if needed {
+            self.taken = Some(HashSet::new());
+        }
+        needed
+    }
+
+    fn key(fold_case: bool, name: &[u8]) -> u64 {
+        if fold_case {
+            hash_of(&fold(name))
+        } else {
+            hash_of(name)
+        }
+    }
+
+    /// Second pass: one name, in the first pass's order. An entry keeps its name when
+    /// it needs no escaping and no earlier entry kept the same name.
+    pub fn claim(&mut self, name: &[u8]) {
+        let i = self.claimed;
+        self.claimed += 1;
+        if i.is_multiple_of(64) {
+            self.kept.push(0);
+        }
+        let key = Self::key(self.fold_case, name);
+        let keeps =
+            (self.escape)(name).is_none() && self.taken.as_mut().is_some_and(|t| t.insert(key));
+        if keeps {
+            self.kept[i / 64] |= 1 << (i % 64);
+        }
+    }
+
+    /// The name the next entry (in the same order) is restored under; `None` keeps it.
+    pub fn next(&mut self, name: &[u8]) -> Option<(Vec<u8>, Renamed)> {
+        let i = self.placed;
+        self.placed += 1;
+        let taken = self.taken.as_mut()?;
+        if self
+            .kept
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+        {
+            return None;
+        }
+        let (base, why) = match (self.escape)(name) {
+            Some(e) => (e, Renamed::NotValidHere),
+            None => (name.to_vec(), Renamed::NameTaken),
+        };
+        let mut candidate = base.clone();
+        let mut n = 2;
+        while !taken.insert(Self::key(self.fold_case, &candidate)) {
+            candidate = numbered(&base, n);
+            n += 1;
+        }
+        Some((candidate, why))
+    }
+}
+
+fn hash_of(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
 /// No renaming: the rule where the OS takes any name the snapshot can hold.
 pub fn keep(_: &[u8]) -> Option<Vec<u8>> {
     None
@@ -407,5 +523,39 @@ mod tests {
         );
         assert_eq!(p[1], None);
         assert_eq!(p[2], Some((b"aux_.txt".to_vec(), Renamed::NotValidHere)));
+    }
+
+    #[test]
+    fn a_large_folder_is_placed_as_a_small_one() {
+        let names: Vec<&[u8]> = vec![
+            b"A",
+            b"B.txt",
+            b"CON",
+            b"a",
+            b"a (2)",
+            b"a:b",
+            b"aux.txt",
+            b"b.TXT",
+            b"b.txt",
+            b"c\xff",
+            b"con",
+            b"x.",
+            b"\xc3\xa9",
+            b"\xc3\x89",
+        ];
+        let mut names = names;
+        names.sort();
+        for escape in [windows_escape as fn(&[u8]) -> Option<Vec<u8>>, keep] {
+            for ignores in [false, true] {
+                let want = place(&names, escape, || ignores);
+                let mut large = LargePlace::new(escape);
+                names.iter().for_each(|n| large.plan(n));
+                if large.needs_claims(|| ignores) {
+                    names.iter().for_each(|n| large.claim(n));
+                }
+                let got: Vec<_> = names.iter().map(|n| large.next(n)).collect();
+                assert_eq!(got, want, "ignores case: {ignores}");
+            }
+        }
     }
 }

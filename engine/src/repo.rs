@@ -23,10 +23,10 @@ use crate::tree::{Node, Tree};
 /// The format version this program writes and the newest it reads (docs/FORMAT.md).
 pub const FORMAT_VERSION: u32 = 1;
 pub const DEFAULT_PACK_SIZE: usize = 16 << 20;
-/// Pack sizes a repository may be created with (and a config may claim).
 /// Blobs up to this size (decompressed) are read whole: faster, and small enough. Larger
 /// ones (the tree of a folder of millions of entries) are read as they decompress.
-const STREAM_OVER: u32 = 8 << 20;
+pub(crate) const STREAM_OVER: u32 = 8 << 20;
+/// Pack sizes a repository may be created with (and a config may claim).
 pub const PACK_SIZES: std::ops::RangeInclusive<usize> = (1 << 20)..=(512 << 20);
 
 /// `config`: plaintext, because it must be read before any key is known.

@@ -424,6 +424,13 @@ impl Restorer<'_> {
         stack: &mut Vec<PendingDir>,
         jobs: &mut Batcher,
     ) {
+        let large = self
+            .index
+            .get(tree_id)
+            .is_some_and(|l| l.raw_length > crate::repo::STREAM_OVER);
+        if large {
+            return self.walk_large(tree_id, dest, snap_path, included, stack, jobs);
+        }
         let tree: Tree = match self.repo.read_tree(self.index, tree_id) {
             Ok(t) => t,
             Err(e) => {
@@ -438,23 +445,10 @@ impl Restorer<'_> {
         let mut previous: Option<&[u8]> = None;
         let mut valid = Vec::with_capacity(tree.nodes.len());
         for node in &tree.nodes {
-            let name = &node.name;
-            if !name.is_safe_component() {
-                self.progress.warn(format!(
-                    "{snap_path}/: the snapshot holds an unsafe name {:?}; refusing to restore it",
-                    name.to_string_lossy()
-                ));
-                continue;
+            if self.valid_entry(snap_path, &node.name, previous, true) {
+                previous = Some(&node.name.0);
+                valid.push(node);
             }
-            if previous.is_some_and(|p| p >= name.0.as_slice()) {
-                self.progress.warn(format!(
-                    "{snap_path}/: the snapshot's folder lists {:?} out of order or twice; refusing it",
-                    name.to_string_lossy()
-                ));
-                continue;
-            }
-            previous = Some(&name.0);
-            valid.push(node);
         }
         let names: Vec<&[u8]> = valid.iter().map(|n| n.name.0.as_slice()).collect();
         let target_root = &self.opts.target;
@@ -464,6 +458,94 @@ impl Restorer<'_> {
         });
         for (node, place) in valid.into_iter().zip(placed) {
             self.entry(node, place, dest, snap_path, included, stack, jobs);
+        }
+    }
+
+    /// Whether a folder's entry may be restored: a safe name, after the one before it
+    /// (`previous`) in the folder's order. Says why not when `warn`.
+    fn valid_entry(
+        &self,
+        snap_path: &str,
+        name: &Name,
+        previous: Option<&[u8]>,
+        warn: bool,
+    ) -> bool {
+        let why = if !name.is_safe_component() {
+            "the snapshot holds an unsafe name {}; refusing to restore it"
+        } else if previous.is_some_and(|p| p >= name.0.as_slice()) {
+            "the snapshot's folder lists {} out of order or twice; refusing it"
+        } else {
+            return true;
+        };
+        if warn {
+            let quoted = format!("{:?}", name.to_string_lossy());
+            self.progress
+                .warn(format!("{snap_path}/: {}", why.replace("{}", &quoted)));
+        }
+        false
+    }
+
+    /// [`Restorer::walk`] for a folder too large to hold (over 8 MiB of tree: a folder
+    /// of some 50,000 entries or more): its entries are read as they are decoded, in a
+    /// pass that plans their names ([`names::LargePlace`]), a second when some must
+    /// change, and the pass that restores them; memory holds one entry at a time.
+    #[allow(clippy::too_many_arguments)]
+    fn walk_large(
+        &mut self,
+        tree_id: &Id,
+        dest: &Path,
+        snap_path: &str,
+        included: bool,
+        stack: &mut Vec<PendingDir>,
+        jobs: &mut Batcher,
+    ) {
+        let (repo, index) = (self.repo, self.index);
+        let mut placer = names::LargePlace::new(sys::NAME_RULE);
+        // The names of the valid entries, in order, to a pass that takes them.
+        let names_pass = |take: &mut dyn FnMut(&[u8])| {
+            let mut previous = Name(Vec::new());
+            let mut first = true;
+            repo.for_each_tree_node(index, tree_id, &mut |node| {
+                let prev = (!first).then_some(previous.0.as_slice());
+                if self.valid_entry(snap_path, &node.name, prev, false) {
+                    take(&node.name.0);
+                    previous = node.name;
+                    first = false;
+                }
+                Ok(())
+            })
+        };
+        let planned = names_pass(&mut |n| placer.plan(n)).and_then(|()| {
+            let target_root = &self.opts.target;
+            let cell = &self.ignores_case;
+            if placer.needs_claims(|| *cell.get_or_init(|| folder_ignores_case(target_root))) {
+                names_pass(&mut |n| placer.claim(n))?;
+            }
+            Ok(())
+        });
+        if let Err(e) = planned {
+            self.progress
+                .warn(format!("{snap_path}/: folder not restored: {e}"));
+            return;
+        }
+        let mut previous = Name(Vec::new());
+        let mut first = true;
+        let r = repo.for_each_tree_node(index, tree_id, &mut |node| {
+            if self.stopped.is_some() {
+                return Err(Error::Invalid("stopped".into()));
+            }
+            let prev = (!first).then_some(previous.0.as_slice());
+            if self.valid_entry(snap_path, &node.name, prev, true) {
+                let place = placer.next(&node.name.0);
+                self.entry(&node, place, dest, snap_path, included, stack, jobs);
+                previous = node.name;
+                first = false;
+            }
+            Ok(())
+        });
+        if let (Err(e), None) = (r, &self.stopped) {
+            self.progress
+                .warn(format!("{snap_path}/: folder not restored whole: {e}"));
         }
     }
 
