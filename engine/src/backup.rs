@@ -958,9 +958,22 @@ pub fn backup(
 
     // Before the index is read: prune must not delete a pack this run may reuse.
     let _lock = crate::lock::lock(repo, false, "backup", opts.lock_wait)?;
-    let loaded = repo.load_index()?;
+    let mut loaded = repo.load_index()?;
     for p in &loaded.problems {
         (progress.warn)(&format!("index: {p}"));
+    }
+    // A blob whose only copy is in a pack that is gone is not reused but stored again:
+    // trusting it would make this snapshot name data that is nowhere.
+    if !loaded.missing_packs.is_empty() {
+        (progress.warn)(&format!(
+            "index: {} packs named by the index are not in the repository (lost, or \
+             removed by a prune and named by an index object put back from an older \
+             state), such as {}; what this backup needs from them is stored again, \
+             and `backazon check` names the snapshots that need them",
+            loaded.missing_packs.len(),
+            loaded.missing_packs.iter().next().expect("not empty")
+        ));
+        loaded.index.forget_packs(&loaded.missing_packs);
     }
     let index = &loaded.index;
     let parent = find_parent(repo, opts, &paths)?;

@@ -4,7 +4,7 @@
 //! cache lines instead of bisecting the whole array; on storage, `index/<id>` objects
 //! each list some packs and the blobs they hold.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -78,6 +78,19 @@ impl Index {
             self.build_starts();
             self.sorted = true;
         }
+    }
+
+    /// Forgets the blobs of these packs (an index replayed from an older state names
+    /// packs a prune has since removed): lookups no longer find them there. The packs
+    /// stay in [`Index::packs`], which names every pack an index object names.
+    pub fn forget_packs(&mut self, gone: &HashSet<Id>) {
+        self.sort();
+        let numbers: HashSet<u32> = gone
+            .iter()
+            .filter_map(|p| self.pack_numbers.get(p).copied())
+            .collect();
+        self.entries.retain(|e| !numbers.contains(&e.pack));
+        self.build_starts();
     }
 
     /// About two entries per range: a lookup is one table read and a short search.

@@ -60,6 +60,9 @@ pub struct LoadedIndex {
     pub unindexed_packs: Vec<Id>,
     /// Sizes of the packs present in storage.
     pub pack_sizes: HashMap<Id, u64>,
+    /// Packs an index object names that storage does not hold (lost, or removed by a
+    /// prune and named by an index object put back from an older state).
+    pub missing_packs: HashSet<Id>,
     /// Index objects in storage.
     pub index_objects: usize,
 }
@@ -350,23 +353,36 @@ impl Repository {
             .into_iter()
             .map(|(n, _)| n)
             .collect();
+        let mut pack_sizes = HashMap::new();
+        for (name, size) in self.backend.list(Kind::Pack)? {
+            if let Ok(id) = Id::from_hex(&name) {
+                pack_sizes.insert(id, size);
+            }
+        }
+        // Packs in storage first: a blob also named in a pack that is gone (an index
+        // object replayed from before a prune) is found where it is.
+        let mut missing: Vec<(Id, Vec<PackBlob>)> = Vec::new();
         for name in &index_names {
             match self.read_index_object(name) {
                 Ok(packs) => {
                     for (p, blobs) in packs {
-                        index.add_pack(p, &blobs);
+                        if pack_sizes.contains_key(&p) {
+                            index.add_pack(p, &blobs);
+                        } else {
+                            missing.push((p, blobs));
+                        }
                     }
                 }
                 Err(e) => problems.push(e.to_string()),
             }
         }
-        let mut pack_sizes = HashMap::new();
+        let missing_packs: HashSet<Id> = missing.iter().map(|(p, _)| *p).collect();
+        for (p, blobs) in missing {
+            index.add_pack(p, &blobs);
+        }
         let mut unindexed_packs = Vec::new();
-        for (name, size) in self.backend.list(Kind::Pack)? {
-            let Ok(id) = Id::from_hex(&name) else {
-                continue;
-            };
-            pack_sizes.insert(id, size);
+        for (&id, &size) in &pack_sizes {
+            let name = id.to_hex();
             if !index.has_pack(&id) {
                 match self.read_pack_header(&id, size) {
                     Ok(blobs) => {
@@ -394,6 +410,7 @@ impl Repository {
             problems,
             unindexed_packs,
             pack_sizes,
+            missing_packs,
             index_objects,
         })
     }

@@ -876,3 +876,61 @@ fn folders_nested_thousands_deep_are_listed_checked_and_restored_to_a_limit() {
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains(&deeper), "{}", r.stderr);
 }
+
+#[test]
+fn index_objects_put_back_from_before_a_prune_lose_no_data() {
+    // Someone who can write to the bucket, without the password, puts back the index
+    // objects a prune deleted: they name a pack the prune removed.
+    let env = Env::init("replay");
+    let src = env.dir.join("src");
+    let mut rng = Rng::new(7);
+    let back = rng.noise(300_000);
+    write(&src.join("kept"), &rng.noise(300_000));
+    write(&src.join("back"), &back);
+    env.backup(&[&src], &[]);
+    let index_dir = env.repo.join("index");
+    let old: Vec<_> = std::fs::read_dir(&index_dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (
+                p.file_name().unwrap().to_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    // `back` goes: forget and prune repack `kept` and remove the pack both were in.
+    std::fs::remove_file(src.join("back")).unwrap();
+    env.backup(&[&src], &[]);
+    env.run(&["forget", "--keep-last", "1"]).ok();
+    env.run(&["prune"]).ok();
+    for (name, bytes) in &old {
+        assert!(!index_dir.join(name).exists(), "prune rewrote the index");
+        write(&index_dir.join(name), bytes);
+    }
+    // `back` comes back: its data is stored again, not taken as being in the gone pack,
+    // and `kept` is read from where the prune put it.
+    write(&src.join("back"), &back);
+    let run = env.run(&["backup", src.to_str().unwrap()]).ok();
+    let out = env.dir.join("out");
+    env.restore("latest", &out, &[]).ok();
+    assert_same_tree(&src, &in_snapshot(&out, &src));
+    assert!(
+        run.stderr.contains("not in the repository"),
+        "{}",
+        run.stderr
+    );
+    // check names the gone pack; the next prune drops what named it.
+    let check = env.run(&["check", "--read-data"]);
+    assert_ne!(check.code, 0);
+    assert!(
+        check.stderr.contains("missing from storage"),
+        "{}",
+        check.stderr
+    );
+    env.run(&["prune"]).ok();
+    env.run(&["check", "--read-data"]).ok();
+    let out = env.dir.join("out-after-prune");
+    env.restore("latest", &out, &[]).ok();
+    assert_same_tree(&src, &in_snapshot(&out, &src));
+}
