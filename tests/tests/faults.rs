@@ -709,10 +709,20 @@ fn a_folder_of_hundreds_of_thousands_of_entries_is_listed_checked_and_restored_i
         "--include",
         "/entry-0039999*",
     ];
-    for args in [&["check", "--read-data"][..], &["ls", "latest"], &restore] {
+    let ls_json = ["ls", "--json", "latest"];
+    for args in [
+        &["check", "--read-data"][..],
+        &["ls", "latest"],
+        &ls_json,
+        &restore,
+    ] {
         let (code, stderr, kib) = peak_rss(&env, args);
         assert_eq!(code, 0, "{args:?}: {stderr}");
-        eprintln!("{}: peak {} KiB, tree text {raw} bytes", args[0], kib);
+        eprintln!(
+            "{}: peak {} KiB, tree text {raw} bytes",
+            args.join(" "),
+            kib
+        );
         // Held whole, the tree's text alone would be {raw} bytes, its entries more.
         assert!(
             kib * 1024 < raw as u64 / 2,

@@ -47,10 +47,16 @@ pub fn run(ctx: &Ctx, spec: &str, long: bool) -> Result<u8> {
         }
     }
     let json = ctx.global.json;
-    let mut items = Vec::new();
+    // `--json` is one array, written an entry a line as the walk goes (a folder of
+    // millions of entries is never held whole here either).
+    let mut first = true;
+    if json {
+        out!("[");
+    }
     let mut emit = |path: &str, n: &Node| {
         if json {
-            items.push(node_json(path, n));
+            let sep = if std::mem::take(&mut first) { "" } else { "," };
+            out!("{sep}{}", node_json(path, n));
         } else if long {
             out!(
                 "{} {:>5} {:>5} {:>12} {}  {}{}",
@@ -99,7 +105,7 @@ pub fn run(ctx: &Ctx, spec: &str, long: bool) -> Result<u8> {
         }
     }
     if json {
-        out!("{}", serde_json::to_string_pretty(&items)?);
+        out!("]");
     }
     Ok(0)
 }
