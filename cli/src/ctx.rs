@@ -21,7 +21,10 @@ pub const EXIT_PARTIAL: u8 = 3;
 pub const EXIT_NO_REPOSITORY: u8 = 10;
 pub const EXIT_LOCKED: u8 = 11;
 
+/// Options every command takes, shown under their own heading after the command's own
+/// (as restic's "Global Flags").
 #[derive(Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Repository: a local folder, or s3://bucket/prefix
     #[arg(short = 'r', long, env = "BACKAZON_REPOSITORY", global = true)]

@@ -219,6 +219,20 @@ fn wrong_credentials_and_a_missing_bucket_are_named_at_once() {
     let mut absent = Env::new_s3("s3-absent");
     absent.repo = format!("s3://primary/never-created-{}", std::process::id()).into();
     assert_eq!(absent.run(&["snapshots"]).code, 10);
+
+    // A server that is not there: one sentence naming it and what to check, none of
+    // the SDK's debug structures.
+    let mut gone = Env::new_s3("s3-gone");
+    set_endpoint(&mut gone, "http://127.0.0.1:9");
+    let r = gone.run(&["snapshots"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let error = r.stderr.lines().find(|l| l.starts_with("error:")).unwrap();
+    assert!(
+        error.contains("cannot reach the S3 server at http://127.0.0.1:9")
+            && error.contains("Connection refused")
+            && !error.contains("DispatchFailure"),
+        "{error}"
+    );
     let _ = Garage::get();
 }
 

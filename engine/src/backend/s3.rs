@@ -237,12 +237,34 @@ impl S3Backend {
                 },
                 e.message().map(|m| format!(": {m}")).unwrap_or_default(),
             )),
-            _ => Error::Backend(format!(
-                "cannot {op} {} after {} attempts: {}",
-                self.url_of(key),
-                self.opts.max_attempts,
-                DisplayErrorContext(&e)
-            )),
+            _ => {
+                let tries = self.opts.max_attempts;
+                let url = self.url_of(key);
+                let server = self.endpoint_note();
+                match &e {
+                    SdkError::DispatchFailure(d) if d.is_timeout() => Error::Backend(format!(
+                        "the S3 server{server} did not answer in time to {op} {url} \
+                         ({tries} tries): check the network and that the server is up"
+                    )),
+                    SdkError::TimeoutError(_) => Error::Backend(format!(
+                        "the S3 server{server} did not answer in time to {op} {url} \
+                         ({tries} tries): check the network and that the server is up"
+                    )),
+                    SdkError::DispatchFailure(_) => Error::Backend(format!(
+                        "cannot reach the S3 server{server} to {op} {url}: {} ({tries} \
+                         tries): check that the server is running and reachable, and the \
+                         endpoint (--s3-endpoint)",
+                        root_cause(&e)
+                    )),
+                    _ => Error::Backend(format!(
+                        "the S3 server{server} failed to {op} {url}{}: {} ({tries} tries)",
+                        status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
+                        e.message()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| root_cause(&e)),
+                    )),
+                }
+            }
         }
     }
 
@@ -528,6 +550,21 @@ impl Backend for S3Backend {
 
     fn prefers_large_reads(&self) -> bool {
         true
+    }
+}
+
+/// The innermost cause of an error, in its own words ("Connection refused (os error
+/// 111)"), without the SDK's layers and debug structures around it.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let text = cause.to_string();
+    if text.is_empty() {
+        DisplayErrorContext(e).to_string()
+    } else {
+        text
     }
 }
 
