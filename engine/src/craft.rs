@@ -37,11 +37,16 @@ struct Packs<'a> {
     keys: &'a MasterKeys,
     data: PackBuilder,
     trees: PackBuilder,
+    /// Blobs stored once, as a backup stores them.
+    stored: std::collections::HashSet<Id>,
 }
 
 impl Packs<'_> {
     fn store(&mut self, kind: BlobKind, plain: &[u8]) -> Id {
         let id = self.keys.blob_id(plain);
+        if !self.stored.insert(id) {
+            return id;
+        }
         let sealed = blob::encode(
             self.keys,
             kind.object_type(),
@@ -97,6 +102,7 @@ pub fn craft_snapshot(repo: &Repository, entries: Vec<Crafted>) -> Result<Id> {
         keys: &keys,
         data: PackBuilder::new(BlobKind::Data),
         trees: PackBuilder::new(BlobKind::Tree),
+        stored: Default::default(),
     };
     let root = packs.tree(entries);
     let mut index = Vec::new();

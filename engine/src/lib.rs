@@ -20,6 +20,7 @@ pub mod index;
 pub mod lock;
 pub mod names;
 pub mod pack;
+pub mod paged;
 pub mod prune;
 pub mod repo;
 pub mod restore;

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use backazon_engine::id::IdHashBuilder;
 use backazon_engine::index::Index;
 use backazon_engine::pack::BlobKind;
+use backazon_engine::paged::{self, PagedTree};
 use backazon_engine::snapshot::SnapshotEntry;
 use backazon_engine::tree::{Node, NodeKind, Tree};
 use backazon_engine::{Id, Kind, Repository};
@@ -202,8 +203,74 @@ struct OpenFile {
 }
 
 struct TreeCache {
-    map: LruCache<Id, (Arc<Tree>, usize), IdHashBuilder>,
+    map: LruCache<Id, (Folder, usize), IdHashBuilder>,
     bytes: usize,
+}
+
+/// A folder's entries as the mount holds them: decoded whole, or, for a folder too large
+/// to hold decoded (a tree over 8 MiB: some 50,000 entries or more), in compressed pages
+/// decoded a few at a time ([`PagedTree`]).
+#[derive(Clone)]
+enum Folder {
+    Whole(Arc<Tree>),
+    Paged(Arc<PagedTree>),
+}
+
+impl Folder {
+    fn len(&self) -> usize {
+        match self {
+            Folder::Whole(t) => t.nodes.len(),
+            Folder::Paged(p) => p.len(),
+        }
+    }
+
+    /// Entry `i`: the tree (a page of it, for a paged folder) holding it, and its place
+    /// there.
+    fn at(&self, i: usize) -> Option<(Arc<Tree>, usize)> {
+        match self {
+            Folder::Whole(t) => (i < t.nodes.len()).then(|| (t.clone(), i)),
+            Folder::Paged(p) => p.at(i),
+        }
+    }
+
+    /// The place of the entry named `name`.
+    fn find(&self, name: &[u8]) -> Option<usize> {
+        match self {
+            Folder::Whole(t) => t
+                .nodes
+                .binary_search_by(|n| n.name.0.as_slice().cmp(name))
+                .ok(),
+            Folder::Paged(p) => p.find(name),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Folder::Whole(t) => tree_bytes(t),
+            Folder::Paged(p) => p.bytes(),
+        }
+    }
+
+    /// Whether an entry in `range` is a file; `None` when that would take looking at
+    /// more than `limit` entries (a paged folder decodes a page per 1,024).
+    fn any_file(&self, range: std::ops::Range<usize>, limit: usize) -> Option<bool> {
+        match self {
+            Folder::Whole(t) => Some(
+                t.nodes
+                    .get(range)
+                    .is_some_and(|ns| ns.iter().any(|n| n.kind == NodeKind::File)),
+            ),
+            Folder::Paged(_) if range.len() > limit => None,
+            Folder::Paged(_) => {
+                let mut found = false;
+                for i in range {
+                    let (page, j) = self.at(i)?;
+                    found |= page.nodes[j].kind == NodeKind::File;
+                }
+                Some(found)
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -330,7 +397,7 @@ impl SnapshotFs {
                             let _ = inner.chunk(&id);
                         }
                         Ahead::Tree(id, at) => {
-                            let _ = inner.tree(&id, at);
+                            let _ = inner.folder(&id, at);
                         }
                         Ahead::Push(ino, tree, i) => {
                             // Not when its reader got there first (and read it).
@@ -395,14 +462,19 @@ impl SnapshotFs {
         let Ok(rec) = self.inner.dir_rec(ino) else {
             return;
         };
-        let Ok(tree) = self.inner.tree(&rec.tree, ino) else {
+        let Ok(folder) = self.inner.folder(&rec.tree, ino) else {
             return;
         };
+        // The first sub-folders (of a paged folder, among its first pages).
+        let subtrees: Vec<Id> = match &folder {
+            Folder::Whole(t) => t.nodes.iter().filter_map(|n| n.subtree).collect(),
+            Folder::Paged(p) => (0..p.len().min(4 * paged::PAGE))
+                .filter_map(|i| p.at(i).and_then(|(page, j)| page.nodes[j].subtree))
+                .collect(),
+        };
         let cached = self.inner.trees.lock().unwrap();
-        let jobs: Vec<Ahead> = tree
-            .nodes
-            .iter()
-            .filter_map(|n| n.subtree)
+        let jobs: Vec<Ahead> = subtrees
+            .into_iter()
             .filter(|t| !cached.map.contains(t))
             .take(64)
             .map(|t| Ahead::Tree(t, ino))
@@ -566,19 +638,16 @@ impl SnapshotFs {
                 if let Some((w, at)) = resumed {
                     walks.resume(w, at)
                 } else {
-                    let Ok(tree) = inner.tree(&rec.tree, dir) else {
+                    let Ok(folder) = inner.folder(&rec.tree, dir) else {
                         return;
                     };
                     // The folder's files are read in order: from its first file on, or
                     // the one after the file started last.
-                    let first = !tree.nodes[..i].iter().any(|n| n.kind == NodeKind::File);
+                    let no_file = |r| folder.any_file(r, 4096) == Some(false);
                     let in_order = if last == u64::MAX {
-                        first
+                        no_file(0..i)
                     } else {
-                        (last as usize) < i
-                            && !tree.nodes[last as usize + 1..i]
-                                .iter()
-                                .any(|n| n.kind == NodeKind::File)
+                        (last as usize) < i && no_file(last as usize + 1..i)
                     };
                     if !in_order {
                         return;
@@ -821,12 +890,11 @@ impl Inner {
             }
         }
         let rec = self.dir_rec(parent)?;
-        let tree = self.tree(&rec.tree, parent)?;
-        let i = tree
-            .nodes
-            .binary_search_by(|n| n.name.0.as_slice().cmp(name))
-            .map_err(|_| FsError::NotFound)?;
-        Ok(self.node_attr(self.entry_ino(&rec, i, &tree.nodes[i]), &tree.nodes[i]))
+        let folder = self.folder(&rec.tree, parent)?;
+        let i = folder.find(name).ok_or(FsError::NotFound)?;
+        let (tree, j) = folder.at(i).ok_or(FsError::NotFound)?;
+        let n = &tree.nodes[j];
+        Ok(self.node_attr(self.entry_ino(&rec, i, n), n))
     }
 
     /// The inode an entry shows: its place in its folder's block, or for a hard-linked
@@ -876,11 +944,13 @@ impl Inner {
             }
         }
         let rec = self.dir_rec(ino)?;
-        let tree = self.tree(&rec.tree, ino)?;
+        let folder = self.folder(&rec.tree, ino)?;
         if offset == 0 {
             rec.listed.store(true, Relaxed);
         }
-        for (i, n) in tree.nodes.iter().enumerate().skip(offset as usize) {
+        for i in offset as usize..folder.len() {
+            let (tree, j) = folder.at(i).ok_or(FsError::Io)?;
+            let n = &tree.nodes[j];
             if add(
                 &self.node_attr(self.entry_ino(&rec, i, n), n),
                 &n.name.0,
@@ -917,11 +987,7 @@ impl Inner {
             return Err(FsError::NotASymlink);
         }
         let (dir, rec, i) = self.block_of(ino)?;
-        let tree = self.tree(&rec.tree, dir)?;
-        if i >= tree.nodes.len() {
-            return Err(FsError::NotFound);
-        }
-        Ok((tree, i))
+        self.folder(&rec.tree, dir)?.at(i).ok_or(FsError::NotFound)
     }
 
     /// The visited-folder record of a folder, made on its first visit.
@@ -950,7 +1016,7 @@ impl Inner {
                 _ => return Err(FsError::NotADirectory),
             }
         };
-        let len = self.tree(&tree_id, ino)?.nodes.len() as u64;
+        let len = self.folder(&tree_id, ino)?.len() as u64;
         let root = if ino < FIRST_TREE_INO {
             ino
         } else {
@@ -974,20 +1040,27 @@ impl Inner {
         Ok(rec)
     }
 
-    /// A decoded tree, from the cache or the repository. `at` names where it is, for messages.
-    fn tree(&self, id: &Id, at: Ino) -> FsResult<Arc<Tree>> {
+    /// A folder's entries, from the cache or the repository. `at` names where it is, for
+    /// messages.
+    fn folder(&self, id: &Id, at: Ino) -> FsResult<Folder> {
         if let Some((t, _)) = self.trees.lock().unwrap().map.get(id) {
             return Ok(t.clone());
         }
         let index = self.index.read().unwrap().clone();
-        let tree = self.repo.read_tree(&index, id).map_err(|e| {
+        let folder = if paged::is_large(&index, id) {
+            PagedTree::read(&self.repo, &index, id).map(|p| Folder::Paged(Arc::new(p)))
+        } else {
+            self.repo
+                .read_tree(&index, id)
+                .map(|t| Folder::Whole(Arc::new(t)))
+        };
+        let folder = folder.map_err(|e| {
             self.log(&format!("error: listing {}: {e}", self.path_of(at)));
             FsError::Io
         })?;
-        let tree = Arc::new(tree);
-        let bytes = tree_bytes(&tree);
+        let bytes = folder.bytes();
         let mut cache = self.trees.lock().unwrap();
-        if let Some((_, old)) = cache.map.put(*id, (tree.clone(), bytes)) {
+        if let Some((_, old)) = cache.map.put(*id, (folder.clone(), bytes)) {
             cache.bytes -= old;
         }
         cache.bytes += bytes;
@@ -996,7 +1069,7 @@ impl Inner {
                 cache.bytes -= b;
             }
         }
-        Ok(tree)
+        Ok(folder)
     }
 
     fn open_file(&self, ino: Ino) -> FsResult<OpenFile> {
@@ -1066,8 +1139,8 @@ impl Inner {
             if !rec.listed.load(Relaxed) {
                 return None;
             }
-            let tree = self.tree(&rec.tree, dir).ok()?;
-            let Some(n) = tree.nodes.get(i) else {
+            let folder = self.folder(&rec.tree, dir).ok()?;
+            let Some((tree, j)) = folder.at(i) else {
                 if dir < FIRST_TREE_INO {
                     return None;
                 }
@@ -1075,11 +1148,12 @@ impl Inner {
                 *at = (parent, place + 1);
                 continue;
             };
+            let n = &tree.nodes[j];
             let ino = self.entry_ino(&rec, i, n);
             match n.kind {
                 NodeKind::File => {
                     at.1 += 1;
-                    return Some((ino, tree, i));
+                    return Some((ino, tree, j));
                 }
                 NodeKind::Dir => *at = (ino, 0),
                 _ => at.1 += 1,
@@ -1134,11 +1208,12 @@ impl Inner {
             .map
             .peek(&rec.tree)
             .map(|t| t.0.clone());
-        let tree = match tree {
+        let folder = match tree {
             Some(t) => t,
-            None => self.tree(&rec.tree, dir).ok()?,
+            None => self.folder(&rec.tree, dir).ok()?,
         };
-        Some((dir, tree.nodes.get(i)?.name.0.clone()))
+        let (tree, j) = folder.at(i)?;
+        Some((dir, tree.nodes[j].name.0.clone()))
     }
 
     fn path_of(&self, ino: Ino) -> String {

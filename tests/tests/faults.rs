@@ -699,7 +699,7 @@ fn a_folder_of_hundreds_of_thousands_of_entries_is_listed_checked_and_restored_i
     let root = c.tree(nodes);
     c.save(root, "wide");
     // Restore reads every entry (ten of them restored) and plans their names without
-    // holding them; the mount still decodes a listed folder whole.
+    // holding them (the mount's side is in tests/tests/mount.rs).
     let target = env.dir.join("ten");
     let restore = [
         "restore",
