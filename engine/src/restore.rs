@@ -148,6 +148,7 @@ pub fn find_node(repo: &Repository, index: &Index, root: &Id, path: &str) -> Res
     Ok(found)
 }
 
+mod later;
 mod packs;
 
 /// Hands files to the workers in batches: one wake-up per batch, not per file.
@@ -225,7 +226,7 @@ struct Restorer<'a> {
     /// Whether the target ignores case, found out when first needed.
     ignores_case: OnceLock<bool>,
     /// Folders made so far, for their metadata at the end (deepest last).
-    dirs: Vec<(PathBuf, Node)>,
+    dirs: later::FolderMetadata,
     /// (device, inode) of a file with several links -> where it was restored.
     hard_links: HashMap<(u64, u64), PathBuf>,
     pending_links: Vec<(PathBuf, PathBuf, String)>,
@@ -407,7 +408,12 @@ impl Restorer<'_> {
                 *made = true;
                 self.summary.dirs += 1;
                 if !self.opts.dry_run {
-                    self.dirs.push((path.clone(), node.clone()));
+                    if let Err(e) = self.dirs.push(path.clone(), node.clone()) {
+                        self.progress.warn(format!(
+                            "{}: its times and mode will not be set: {e}",
+                            path.display()
+                        ));
+                    }
                 }
             }
         }
@@ -722,7 +728,7 @@ pub fn restore(
         progress,
         made: &made,
         ignores_case: OnceLock::new(),
-        dirs: Vec::new(),
+        dirs: Default::default(),
         hard_links: HashMap::new(),
         pending_links: Vec::new(),
         summary: RestoreSummary::default(),
@@ -813,10 +819,13 @@ pub fn restore(
             Err(e) => progress.warn(format!("{path}: hard link not restored: {e}")),
         }
     }
-    for (path, node) in r.dirs.iter().rev() {
+    let applied = std::mem::take(&mut r.dirs).drain(|path, node| {
         if let Err(e) = sys::apply_dir_metadata(path, node, opts.owners) {
             progress.warn(format!("{}: setting folder metadata: {e}", path.display()));
         }
+    });
+    if let Err(e) = applied {
+        progress.warn(format!("folders' times and modes not all set: {e}"));
     }
     r.summary.errors = progress.errors.load(Relaxed);
     if let Some(why) = r.stopped {
