@@ -75,6 +75,7 @@ impl Garage {
 
     fn start() -> Garage {
         let bin = garage_bin();
+        remove_stale_dirs();
         let dir = std::env::temp_dir().join(format!("bz-garage-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -206,6 +207,27 @@ impl Garage {
             key_id,
             secret,
             ..g
+        }
+    }
+}
+
+/// Removes the data folders of servers whose test process has ended. A server lives as
+/// long as its test binary, which cannot clean up after itself when it exits (statics
+/// are not dropped): 88 such folders, 4.3 GB, had piled up here.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("bz-garage-"))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
     }
 }
