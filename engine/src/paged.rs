@@ -166,6 +166,9 @@ mod tests {
         for missing in ["", "a", "e0010235", "e00102", "zzz"] {
             assert_eq!(paged.find(missing.as_bytes()), None, "{missing}");
         }
+        // Closed first: Windows removes an open file only once it is closed.
+        drop(paged);
+        drop(repo);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
