@@ -34,7 +34,7 @@ enum Event {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Task {
+pub(crate) enum Task {
     Backup,
     Prune,
 }
@@ -70,10 +70,61 @@ pub struct Daemon {
 }
 
 /// Options the daemon hands to every child it starts.
+#[derive(Clone)]
 pub struct ChildArgs {
     pub config: PathBuf,
     pub state_dir: PathBuf,
     pub cache_dir: Option<PathBuf>,
+}
+
+/// `backazon --config C --state-dir S job run|prune NAME`: a job's run as a process of
+/// its own, so that it keeps its lock and writes its state whoever started it (the
+/// daemon or the console) and ends cleanly on its own if they stop.
+pub(crate) fn job_command(exe: &Path, args: &ChildArgs, task: Task, name: &str) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.arg("--config")
+        .arg(&args.config)
+        .arg("--state-dir")
+        .arg(&args.state_dir);
+    if let Some(c) = &args.cache_dir {
+        cmd.arg("--cache-dir").arg(c);
+    }
+    cmd.arg("job").arg(task.word()).arg(name);
+    // A job run reads its own password source; none from the daemon's environment.
+    crate::password::scrub(&mut cmd);
+    cmd
+}
+
+/// Marks a run that ended without writing its own result (killed, or the machine
+/// stopped) as interrupted.
+pub(crate) fn record_interrupted(state: &StateDir, job: &str, task: Task, pid: u32, why: &str) {
+    let Ok(_lock) = state.lock_job(job) else {
+        return;
+    };
+    let _ = state.update(job, |s| {
+        let rec = match task {
+            Task::Backup => &mut s.last_run,
+            Task::Prune => &mut s.last_prune,
+        };
+        if let Some(r) = rec
+            .as_mut()
+            .filter(|r| r.pid == pid && r.finished.is_none())
+        {
+            r.finished = Some(Timestamp::now().to_string());
+            r.result = "interrupted".into();
+            r.error = Some(why.into());
+        } else if rec.as_ref().is_none_or(|r| r.pid != pid) {
+            *rec = Some(RunRecord {
+                started: Timestamp::now().to_string(),
+                finished: Some(Timestamp::now().to_string()),
+                result: "interrupted".into(),
+                trigger: "schedule".into(),
+                error: Some(why.into()),
+                pid,
+                ..Default::default()
+            });
+        }
+    });
 }
 
 /// Runs until a stop request arrives on `signals` (the OS's signals in a console, the
@@ -301,23 +352,11 @@ impl Daemon {
         args: &ChildArgs,
         tx: &Sender<Event>,
     ) -> Result<u32> {
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("--config")
-            .arg(&args.config)
-            .arg("--state-dir")
-            .arg(&args.state_dir);
-        if let Some(c) = &args.cache_dir {
-            cmd.arg("--cache-dir").arg(c);
-        }
-        cmd.arg("job")
-            .arg(task.word())
-            .arg(name)
-            .arg("--slot")
+        let mut cmd = job_command(&self.exe, args, task, name);
+        cmd.arg("--slot")
             .arg(slot.to_string())
             .arg("--trigger")
             .arg(trigger);
-        // A job run reads its own password source; none from the daemon's environment.
-        crate::password::scrub(&mut cmd);
         let mut child: Child = cmd.spawn()?;
         let pid = child.id();
         let tx = tx.clone();
@@ -389,33 +428,7 @@ impl Daemon {
     }
 
     fn record_interrupted(&self, job: &str, task: Task, pid: u32, why: &str) {
-        let Ok(_lock) = self.state.lock_job(job) else {
-            return;
-        };
-        let _ = self.state.update(job, |s| {
-            let rec = match task {
-                Task::Backup => &mut s.last_run,
-                Task::Prune => &mut s.last_prune,
-            };
-            if let Some(r) = rec
-                .as_mut()
-                .filter(|r| r.pid == pid && r.finished.is_none())
-            {
-                r.finished = Some(Timestamp::now().to_string());
-                r.result = "interrupted".into();
-                r.error = Some(why.into());
-            } else if rec.as_ref().is_none_or(|r| r.pid != pid) {
-                *rec = Some(RunRecord {
-                    started: Timestamp::now().to_string(),
-                    finished: Some(Timestamp::now().to_string()),
-                    result: "interrupted".into(),
-                    trigger: "schedule".into(),
-                    error: Some(why.into()),
-                    pid,
-                    ..Default::default()
-                });
-            }
-        });
+        record_interrupted(&self.state, job, task, pid, why);
     }
 
     fn reload(&mut self, why: &str) {

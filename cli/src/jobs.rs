@@ -14,6 +14,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::notify::Notify;
 use crate::schedule::Schedule;
 
 /// The jobs file: `[settings]` and one `[jobs.NAME]` table per job.
@@ -89,6 +90,8 @@ pub struct Job {
     pub use_vss: bool,
     #[serde(default, skip_serializing_if = "KeepRules::is_empty")]
     pub keep: KeepRules,
+    #[serde(default, skip_serializing_if = "Notify::is_empty")]
+    pub notify: Notify,
 }
 
 /// A job checked and ready to run: its name and parsed schedules.
@@ -132,7 +135,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// Checks one job; `Err((key, message))`.
-fn check_job(name: &str, job: &Job) -> std::result::Result<LoadedJob, (String, String)> {
+pub(crate) fn check_job(name: &str, job: &Job) -> std::result::Result<LoadedJob, (String, String)> {
     let at = |key: &str, msg: String| (format!("jobs.{name}.{key}"), msg);
     if !valid_name(name) {
         return Err((
@@ -181,6 +184,9 @@ fn check_job(name: &str, job: &Job) -> std::result::Result<LoadedJob, (String, S
     job.keep
         .validate()
         .map_err(|e| at("keep.within", e.to_string()))?;
+    job.notify
+        .validate()
+        .map_err(|(key, e)| at(&format!("notify.{key}"), e))?;
     let schedule = job
         .schedule
         .as_deref()
@@ -327,6 +333,39 @@ pub fn add(path: &Path, name: &str, job: &Job) -> Result<()> {
     })
 }
 
+/// Replaces a job's settings, keeping the comments above and inside its table and the
+/// layout of every value that did not change.
+pub fn replace(path: &Path, name: &str, job: &Job) -> Result<()> {
+    check_job(name, job).map_err(|(key, msg)| anyhow!("{key}: {msg}"))?;
+    edit(path, |doc| {
+        let table = doc
+            .get_mut("jobs")
+            .and_then(|j| j.as_table_mut())
+            .and_then(|j| j.get_mut(name))
+            .and_then(|t| t.as_table_mut())
+            .ok_or_else(|| anyhow!("no job named {name:?} in {}", path.display()))?;
+        let new = toml_edit::ser::to_document(job).context("serialising the job")?;
+        let new = new.as_table();
+        let gone: Vec<String> = table
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .filter(|k| !new.contains_key(k))
+            .collect();
+        for k in gone {
+            table.remove(&k);
+        }
+        for (k, v) in new.iter() {
+            let same = table
+                .get(k)
+                .is_some_and(|old| old.to_string().trim() == v.to_string().trim());
+            if !same {
+                table.insert(k, v.clone());
+            }
+        }
+        Ok(())
+    })
+}
+
 pub fn remove(path: &Path, name: &str) -> Result<()> {
     edit(path, |doc| {
         let removed = doc
@@ -361,7 +400,41 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub pid: u32,
+    /// Notifiers that failed to tell of this run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify_errors: Vec<String>,
+    /// Figures of a finished backup, for the console's history chart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<RunStats>,
 }
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunStats {
+    pub files: u64,
+    pub bytes: u64,
+    pub bytes_added: u64,
+    pub errors: u64,
+    pub seconds: f64,
+}
+
+/// A run in progress, as its process last wrote it (about twice a second).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunProgress {
+    pub pid: u32,
+    pub started: String,
+    pub files: u64,
+    pub bytes_done: u64,
+    pub bytes_read: u64,
+    pub bytes_added: u64,
+    pub errors: u64,
+    /// Bytes the last run of the job covered: what this one will probably reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_bytes: Option<u64>,
+    pub current: String,
+}
+
+/// Runs kept in a job's history (`<job>.history`, one JSON record a line).
+pub const HISTORY_RUNS: usize = 90;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct JobState {
@@ -402,6 +475,68 @@ impl StateDir {
         let mut s = self.read(job);
         f(&mut s);
         self.write(job, &s)
+    }
+
+    fn progress_file(&self, job: &str) -> PathBuf {
+        self.0.join(format!("{job}.progress"))
+    }
+
+    pub fn write_progress(&self, job: &str, p: &RunProgress) {
+        if let Ok(bytes) = serde_json::to_vec(p) {
+            let _ = write_atomic(&self.progress_file(job), &bytes);
+        }
+    }
+
+    /// The progress of a running job, if a run of it is in progress.
+    pub fn progress(&self, job: &str) -> Option<RunProgress> {
+        self.running(job)?;
+        let b = fs::read(self.progress_file(job)).ok()?;
+        serde_json::from_slice(&b).ok()
+    }
+
+    pub fn clear_progress(&self, job: &str) {
+        let _ = fs::remove_file(self.progress_file(job));
+    }
+
+    fn history_file(&self, job: &str) -> PathBuf {
+        self.0.join(format!("{job}.history"))
+    }
+
+    /// Appends a finished run to the job's history; past twice [`HISTORY_RUNS`] records
+    /// the file is rewritten with the newest ones.
+    pub fn append_history(&self, job: &str, rec: &RunRecord) -> Result<()> {
+        let path = self.history_file(job);
+        let mut line = serde_json::to_vec(rec)?;
+        line.push(b'\n');
+        let mut f = backazon_engine::sys::private_file(&mut OpenOptions::new())
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        f.write_all(&line)
+            .with_context(|| format!("writing {}", path.display()))?;
+        drop(f);
+        let runs = self.history(job, usize::MAX);
+        if runs.len() > 2 * HISTORY_RUNS {
+            let mut text = Vec::new();
+            for r in &runs[runs.len() - HISTORY_RUNS..] {
+                text.extend(serde_json::to_vec(r)?);
+                text.push(b'\n');
+            }
+            write_atomic(&path, &text)?;
+        }
+        Ok(())
+    }
+
+    /// The job's newest `most` finished runs, oldest first (a damaged line is skipped).
+    pub fn history(&self, job: &str, most: usize) -> Vec<RunRecord> {
+        let text = fs::read_to_string(self.history_file(job)).unwrap_or_default();
+        let runs: Vec<RunRecord> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let skip = runs.len().saturating_sub(most);
+        runs.into_iter().skip(skip).collect()
     }
 
     pub fn log_path(&self) -> PathBuf {

@@ -16,10 +16,12 @@ macro_rules! out {
 }
 
 mod commands;
+mod console;
 mod ctx;
 mod daemon;
 mod format;
 pub mod jobs;
+mod notify;
 mod password;
 pub mod schedule;
 mod sys;
@@ -100,6 +102,9 @@ enum Command {
     Daemon,
     /// Per job: last run, its result, next run
     Status,
+    /// The web console on 127.0.0.1: jobs, their state and history, snapshots; prints
+    /// its address (with an access token) first
+    Ui(console::UiArgs),
     /// Run the daemon as a service (systemd user unit, launchd agent, Windows service)
     Service {
         #[command(subcommand)]
@@ -125,6 +130,7 @@ pub fn main() -> ExitCode {
         cli.command,
         Command::Mount(_)
             | Command::Daemon
+            | Command::Ui(_)
             | Command::Service {
                 command: service::ServiceCommand::Run(_)
             }
@@ -173,6 +179,7 @@ fn run(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Job { command } => job::run(ctx, command),
         Command::Daemon => commands::daemon::run(ctx),
         Command::Status => status::run(ctx),
+        Command::Ui(args) => console::run(ctx, &args),
         Command::Service { command } => service::run(ctx, command),
         Command::Key { command } => key::run(ctx, command),
     }

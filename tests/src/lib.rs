@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod garage;
 pub mod link;
+pub mod listeners;
 pub mod proxy;
 pub mod wine;
 

@@ -69,7 +69,27 @@ pub struct BackupArgs {
     pub vss: bool,
 }
 
+/// Counters whose warnings go to stderr unless `--quiet`.
+pub fn progress_for(ctx: &Ctx) -> BackupProgress {
+    let quiet = ctx.global.quiet;
+    BackupProgress::new(move |m| {
+        if !quiet {
+            warn(m)
+        }
+    })
+}
+
 pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<(u8, SnapshotEntry)> {
+    run_with(ctx, args, None)
+}
+
+/// A backup whose live counters someone else reads too (a job run writes them to the
+/// job's state for `status` and the console).
+pub fn run_with(
+    ctx: &Ctx,
+    args: BackupArgs,
+    progress: Option<Arc<BackupProgress>>,
+) -> Result<(u8, SnapshotEntry)> {
     #[cfg(not(windows))]
     if args.vss {
         anyhow::bail!(
@@ -126,12 +146,7 @@ pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<(u8, SnapshotEntry)> {
     } else {
         ParentChoice::Auto
     };
-    let quiet = ctx.global.quiet;
-    let progress = Arc::new(BackupProgress::new(move |m| {
-        if !quiet {
-            warn(m)
-        }
-    }));
+    let progress = progress.unwrap_or_else(|| Arc::new(progress_for(ctx)));
     let ticker = ctx.show_progress().then(|| {
         let p = progress.clone();
         format::Ticker::start(move |elapsed| {

@@ -3,8 +3,12 @@
 //! retention; its result goes to the job's state and to the log.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use backazon_engine::backup::BackupProgress;
 use backazon_engine::forget;
 use clap::{Args, Subcommand};
 use jiff::tz::TimeZone;
@@ -14,7 +18,8 @@ use super::backup::{BackupArgs, SelectArgs};
 use super::forget::KeepArgs;
 use crate::ctx::Ctx;
 use crate::format::{bytes, local_time};
-use crate::jobs::{self, Job, LoadedJob, RunRecord, StateDir};
+use crate::jobs::{self, Job, LoadedJob, RunProgress, RunRecord, RunStats, StateDir};
+use crate::notify;
 
 #[derive(Subcommand)]
 pub enum JobCommand {
@@ -75,6 +80,16 @@ pub struct AddArgs {
     /// Do not open the repository to check the password
     #[arg(long)]
     no_check: bool,
+    /// POST a JSON summary of a run here (see --notify-on; email: edit the jobs file)
+    #[arg(long)]
+    webhook: Option<String>,
+    /// A healthchecks.io-style check URL, pinged at each run's start and end
+    #[arg(long)]
+    healthchecks: Option<String>,
+    /// Which runs the webhook and email tell of: failure, warning, success (repeatable;
+    /// default: failure and warning)
+    #[arg(long)]
+    notify_on: Vec<String>,
     /// Windows: read the files from a Volume Shadow Copy made for each run (the daemon
     /// must run as an administrator)
     #[arg(long)]
@@ -107,7 +122,7 @@ pub(crate) fn absolute(p: &Path) -> Result<PathBuf> {
 }
 
 /// The context a job runs in: the job's repository and password over the global options.
-fn job_ctx(ctx: &Ctx, job: &Job) -> Ctx {
+pub(crate) fn job_ctx(ctx: &Ctx, job: &Job) -> Ctx {
     let mut g = ctx.global.clone();
     g.repo = Some(job.repository.clone());
     g.replica = job.replica.clone();
@@ -206,6 +221,12 @@ fn add(ctx: &Ctx, path: &Path, a: Box<AddArgs>) -> Result<u8> {
         password_command: ctx.global.password_command.clone(),
         use_vss: a.vss,
         keep: a.keep.rules(),
+        notify: notify::Notify {
+            on: a.notify_on,
+            webhook: a.webhook,
+            healthchecks: a.healthchecks,
+            email: None,
+        },
     };
     if !a.no_check {
         job_ctx(ctx, &job).open().with_context(|| {
@@ -275,11 +296,32 @@ fn list(ctx: &Ctx, path: &Path) -> Result<u8> {
     Ok(0)
 }
 
+/// A job's state in one word, as the console shows it: `running`, `failed` (its last
+/// run failed or was interrupted), `overdue` (a scheduled run is more than an hour late:
+/// the daemon is not running, or the job cannot start), `partial`, `ok` or `never`.
+pub(crate) fn state_word(j: &LoadedJob, state: &StateDir) -> &'static str {
+    let s = state.read(&j.name);
+    if state.running(&j.name).is_some() {
+        return "running";
+    }
+    let late = next_of(&j.schedule, s.last_slot)
+        .is_some_and(|t| Timestamp::now().duration_since(t).as_secs() > 3600);
+    match s.last_run.as_ref().map(|r| r.result.as_str()) {
+        Some("failed" | "interrupted" | "running") => "failed",
+        _ if late => "overdue",
+        Some("partial") => "partial",
+        Some(_) => "ok",
+        None => "never",
+    }
+}
+
 pub(crate) fn job_json(j: &LoadedJob, state: &StateDir) -> serde_json::Value {
     let s = state.read(&j.name);
     serde_json::json!({
         "name": j.name,
         "job": j.job,
+        "state": state_word(j, state),
+        "progress": state.progress(&j.name),
         "running": state.running(&j.name),
         "last_run": s.last_run,
         "last_success": s.last_success,
@@ -400,9 +442,22 @@ fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
         pid: std::process::id(),
         ..Default::default()
     };
+    // What the last run covered: this run's progress is shown against it.
+    let expected = state
+        .history(&r.name, 1)
+        .pop()
+        .and_then(|h| h.stats)
+        .map(|s| s.bytes);
     record(&state, &r.name, false, rec.clone())?;
+    if let Some(e) = j.job.notify.started() {
+        state.log(&format!("job {}: {e}", r.name));
+    }
     let jctx = job_ctx(ctx, &j.job);
-    let outcome = super::backup::run(&jctx, backup_args(&r.name, &j.job));
+    let progress = Arc::new(super::backup::progress_for(&jctx));
+    let writer = ProgressWriter::start(&state, &r.name, &rec, expected, progress.clone());
+    let outcome = super::backup::run_with(&jctx, backup_args(&r.name, &j.job), Some(progress));
+    drop(writer);
+    state.clear_progress(&r.name);
     rec.finished = Some(Timestamp::now().to_string());
     let code = match &outcome {
         Ok((code, snap)) => {
@@ -419,6 +474,13 @@ fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
                 s.errors,
                 s.duration_seconds
             ));
+            rec.stats = Some(RunStats {
+                files: s.total_files,
+                bytes: s.total_bytes,
+                bytes_added: s.bytes_added,
+                errors: s.errors,
+                seconds: s.duration_seconds,
+            });
             state.log(&format!(
                 "job {}: backup {}: snapshot {}, {}",
                 r.name,
@@ -447,8 +509,74 @@ fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
             }
         }
     }
+    let host = j
+        .job
+        .host
+        .clone()
+        .unwrap_or_else(backazon_engine::sys::hostname);
+    rec.notify_errors = j
+        .job
+        .notify
+        .finished(&r.name, &host, &rec, notify::Event::of(&rec));
+    for e in &rec.notify_errors {
+        state.log(&format!("job {}: notification failed: {e}", r.name));
+    }
+    if let Err(e) = state.append_history(&r.name, &rec) {
+        state.log(&format!("job {}: keeping its history: {e:#}", r.name));
+    }
     record(&state, &r.name, false, rec)?;
     outcome.map(|_| code)
+}
+
+/// Writes a running backup's counters to the job's state twice a second, until dropped.
+struct ProgressWriter {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressWriter {
+    fn start(
+        state: &StateDir,
+        job: &str,
+        rec: &RunRecord,
+        expected_bytes: Option<u64>,
+        p: Arc<BackupProgress>,
+    ) -> ProgressWriter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (state, job, s) = (StateDir(state.0.clone()), job.to_string(), stop.clone());
+        let (pid, started) = (rec.pid, rec.started.clone());
+        let thread = std::thread::Builder::new()
+            .name("progress".into())
+            .spawn(move || {
+                while !s.load(Relaxed) {
+                    let now = RunProgress {
+                        pid,
+                        started: started.clone(),
+                        files: p.files_done.load(Relaxed),
+                        bytes_done: p.bytes_done.load(Relaxed),
+                        bytes_read: p.bytes_read.load(Relaxed),
+                        bytes_added: p.bytes_added.load(Relaxed),
+                        errors: p.errors.load(Relaxed),
+                        expected_bytes,
+                        current: p.current.lock().unwrap().display().to_string(),
+                    };
+                    state.write_progress(&job, &now);
+                    std::thread::park_timeout(Duration::from_millis(500));
+                }
+            })
+            .ok();
+        ProgressWriter { stop, thread }
+    }
+}
+
+impl Drop for ProgressWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
 }
 
 /// The job's keep rules over this host's snapshots of the job.

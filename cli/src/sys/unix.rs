@@ -177,3 +177,25 @@ pub fn watch_folder(
         false
     }
 }
+
+/// Opens a web address in the user's browser (`open` on macOS, `xdg-open` elsewhere),
+/// without waiting for it.
+pub fn open_browser(url: &str) -> std::io::Result<()> {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(drop)
+}
+
+/// Where the console's folder picker starts: the file system's one root.
+pub fn roots() -> Vec<PathBuf> {
+    vec![PathBuf::from("/")]
+}

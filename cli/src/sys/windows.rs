@@ -107,3 +107,23 @@ pub fn tune_allocator() {}
 pub fn watch_folder(_: &Path, _: &std::ffi::OsStr, _: impl Fn() -> bool + Send + 'static) -> bool {
     false
 }
+
+/// Opens a web address in the user's browser (`start`, through cmd), without waiting.
+pub fn open_browser(url: &str) -> std::io::Result<()> {
+    Command::new("cmd")
+        .args(["/C", "start", ""])
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(drop)
+}
+
+/// Where the console's folder picker starts: the drives that exist (`C:\\`, `D:\\`, ...).
+pub fn roots() -> Vec<PathBuf> {
+    (b'A'..=b'Z')
+        .map(|d| PathBuf::from(format!("{}:\\", d as char)))
+        .filter(|p| p.is_dir())
+        .collect()
+}

@@ -1,0 +1,513 @@
+// Backazon's console: one page, no framework. Routes live in the address's #fragment;
+// job state arrives as server-sent events (/api/events); everything else is the JSON
+// API. Text from the server is only ever put in the page as text (no innerHTML).
+"use strict";
+
+let status = null;        // the last /api/status payload
+let route = [];           // the #fragment split on '/'
+
+// ---- helpers -------------------------------------------------------------------------
+
+function h(tag, attrs, ...kids) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    // Through the CSSOM: the page's policy refuses style attributes.
+    else if (k === "style") el.style.cssText = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const k of kids.flat(Infinity)) {
+    if (k === null || k === undefined || k === false) continue;
+    el.append(k instanceof Node ? k : String(k));
+  }
+  return el;
+}
+
+async function api(method, path, body) {
+  const opts = { method, headers: { "x-backazon": "1" } };
+  if (body !== undefined) {
+    opts.headers["content-type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  const r = await fetch(path, opts);
+  let data = null;
+  const text = await r.text();
+  try { data = text ? JSON.parse(text) : null; } catch (_) { data = { error: text }; }
+  if (!r.ok) {
+    const e = new Error((data && data.error) || r.statusText);
+    e.field = data && data.field;
+    e.status = r.status;
+    throw e;
+  }
+  return data;
+}
+
+function bytes(n) {
+  if (n === null || n === undefined) return "-";
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : n) + " " + u[i];
+}
+
+function when(t) {
+  if (!t) return "-";
+  const d = new Date(t);
+  return isNaN(d) ? t : d.toLocaleString();
+}
+
+function seconds(s) {
+  if (s < 60) return s.toFixed(1) + " s";
+  const m = Math.floor(s / 60);
+  return m + " min " + Math.round(s - 60 * m) + " s";
+}
+
+const main = () => document.getElementById("main");
+function show(...kids) { main().replaceChildren(...kids.filter(k => k !== null && k !== undefined && k !== false)); }
+function enc(s) { return encodeURIComponent(s); }
+
+// ---- dashboard -----------------------------------------------------------------------
+
+const STATE_TEXT = {
+  running: "running", failed: "failed", overdue: "overdue", partial: "warnings",
+  ok: "ok", never: "never run",
+};
+
+function chart(history) {
+  const runs = history.filter(r => r.stats || r.result === "failed" || r.result === "interrupted");
+  if (!runs.length) return h("div", { class: "chart small muted" }, "No history yet.");
+  const W = 360, H = 48, n = Math.max(runs.length, 30), bw = W / n;
+  const maxS = Math.max(...runs.map(r => (r.stats ? r.stats.seconds : 0)), 0.001);
+  const maxA = Math.max(...runs.map(r => (r.stats ? r.stats.bytes_added : 0)), 1);
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  const start = n - runs.length;
+  const pts = [];
+  runs.forEach((r, i) => {
+    const x = (start + i) * bw;
+    const bad = !r.stats;
+    const hgt = bad ? H : Math.max(2, (r.stats.seconds / maxS) * (H - 4));
+    const rect = document.createElementNS(ns, "rect");
+    rect.setAttribute("x", x + 0.5);
+    rect.setAttribute("y", H - hgt);
+    rect.setAttribute("width", Math.max(1, bw - 1));
+    rect.setAttribute("height", hgt);
+    rect.setAttribute("fill", bad ? "#c62828" : r.result === "partial" ? "#e0a040" : "#9fb8da");
+    const title = document.createElementNS(ns, "title");
+    title.textContent = `${when(r.started)}: ${r.result}` +
+      (r.stats ? `, ${seconds(r.stats.seconds)}, ${bytes(r.stats.bytes_added)} added, ${bytes(r.stats.bytes)} in all` : "") +
+      (r.error ? `: ${r.error}` : "");
+    rect.append(title);
+    svg.append(rect);
+    if (r.stats) pts.push(`${x + bw / 2},${H - 2 - (r.stats.bytes_added / maxA) * (H - 6)}`);
+  });
+  if (pts.length > 1) {
+    const line = document.createElementNS(ns, "polyline");
+    line.setAttribute("points", pts.join(" "));
+    line.setAttribute("fill", "none");
+    line.setAttribute("stroke", "#1d2330");
+    line.setAttribute("stroke-width", "1");
+    svg.append(line);
+  }
+  return h("div", { class: "chart" }, svg,
+    h("div", { class: "small muted" }, `Last ${runs.length} runs: bars are durations (red: failed), the line is data added.`));
+}
+
+function progressView(p) {
+  if (!p) return h("div", { class: "progress small muted" }, "Starting…");
+  const pct = p.expected_bytes ? Math.min(99, Math.floor((100 * p.bytes_done) / p.expected_bytes)) : null;
+  const elapsed = (Date.now() - new Date(p.started)) / 1000;
+  let eta = "";
+  if (pct && pct > 2 && elapsed > 2) {
+    const left = (elapsed * (100 - pct)) / pct;
+    eta = `, about ${seconds(left)} left`;
+  }
+  return h("div", { class: "progress", "data-test": "progress" },
+    h("div", { class: "bar" + (pct === null ? " busy" : "") }, h("div", { style: `width:${pct || 0}%` })),
+    h("div", { class: "small" },
+      (pct !== null ? `${pct}% · ` : "") +
+      `${p.files} files, ${bytes(p.bytes_done)} done, ${bytes(p.bytes_added)} added` +
+      (p.errors ? `, ${p.errors} errors` : "") + eta),
+    h("div", { class: "small muted", title: p.current }, p.current));
+}
+
+function jobCard(j) {
+  const last = j.last_run;
+  const running = j.state === "running";
+  const lastText = last
+    ? [when(last.started), " — ", h("b", {}, last.result),
+       last.summary ? h("div", { class: "small" }, last.summary) : null,
+       last.error ? h("div", { class: "small error-text" }, last.error) : null,
+       (last.notify_errors || []).map(e => h("div", { class: "small error-text" }, "Notification failed: " + e))]
+    : "never";
+  return h("div", { class: "card " + j.state, "data-job": j.name, "data-state": j.state },
+    h("div", { class: "top" },
+      h("h2", {}, j.name),
+      h("span", { class: "badge " + j.state, "data-test": "state" }, STATE_TEXT[j.state] || j.state)),
+    h("dl", {},
+      h("dt", {}, "Backs up"), h("dd", {}, j.job.paths.join(", ")),
+      h("dt", {}, "To"), h("dd", {}, j.job.repository + (j.job.replica ? " + " + j.job.replica : "")),
+      h("dt", {}, "Schedule"), h("dd", {}, j.job.schedule || "by hand"),
+      h("dt", {}, "Last run"), h("dd", { "data-test": "last-run" }, lastText),
+      h("dt", {}, "Next run"), h("dd", {}, j.next_run ? when(j.next_run) : "-")),
+    running ? progressView(j.progress) : null,
+    h("div", { class: "actions" },
+      running
+        ? h("button", { class: "danger", onclick: () => act(j.name, "cancel") }, "Cancel")
+        : h("button", { class: "primary", "data-test": "run", onclick: () => act(j.name, "run") }, "Run now"),
+      h("a", { class: "button", href: `#/job/${enc(j.name)}` }, "Edit"),
+      h("a", { class: "button", href: `#/snapshots/${enc(j.name)}` }, "Snapshots")),
+    chart(j.history || []));
+}
+
+async function act(name, what) {
+  try { await api("POST", `/api/jobs/${enc(name)}/${what}`); }
+  catch (e) { alert(e.message); }
+}
+
+function dashboard() {
+  if (!status) return;
+  const bad = status.jobs.filter(j => j.state === "failed" || j.state === "overdue");
+  show(
+    h("h1", {}, "Jobs", h("a", { class: "button", href: "#/job/new", "data-test": "new-job" }, "New job")),
+    status.error ? h("div", { class: "banner" }, "The jobs file has an error: " + status.error) : null,
+    bad.length ? h("div", { class: "banner", "data-test": "alert" },
+      `${bad.length} job${bad.length > 1 ? "s need" : " needs"} attention: ` + bad.map(j => `${j.name} (${STATE_TEXT[j.state]})`).join(", ")) : null,
+    status.jobs.length
+      ? h("div", { class: "cards" }, status.jobs.map(jobCard))
+      : h("p", { class: "muted" }, "No jobs yet. ", h("a", { href: "#/job/new" }, "Create one"), "."));
+}
+
+// ---- job editor ----------------------------------------------------------------------
+
+const KEEP = ["last", "hourly", "daily", "weekly", "monthly", "yearly"];
+
+function field(name, label, input, hint) {
+  return h("div", { class: "field", "data-field": name },
+    h("label", {}, label), input, hint ? h("div", { class: "hint" }, hint) : null,
+    h("div", { class: "err" }));
+}
+
+function lines(s) { return s.split("\n").map(x => x.trim()).filter(Boolean); }
+
+async function editor(name) {
+  let job = { repository: "", paths: [], exclude: [], keep: {} };
+  let passwordCommandSet = false;
+  if (name) {
+    try {
+      const r = await api("GET", `/api/jobs/${enc(name)}`);
+      job = r.job;
+      passwordCommandSet = !!job.password_command_set;
+    } catch (e) { show(h("div", { class: "banner" }, e.message)); return; }
+  }
+  const paths = [...(job.paths || [])];
+  const pathList = h("ul", {});
+  const drawPaths = () => pathList.replaceChildren(...paths.map((p, i) =>
+    h("li", {}, h("code", {}, p), h("button", { type: "button", onclick: () => { paths.splice(i, 1); drawPaths(); } }, "Remove"))));
+  drawPaths();
+  const inp = (k, v, extra) => h("input", Object.assign({ type: "text", name: k, value: v ?? "" }, extra || {}));
+  const preview = h("div", { class: "hint", "data-test": "schedule-preview" });
+  const schedule = inp("schedule", job.schedule, { placeholder: "daily 02:30", oninput: () => previewSchedule() });
+  let timer = null;
+  const previewSchedule = () => {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      const s = schedule.value.trim();
+      setError("schedule", null);
+      if (!s) { preview.textContent = "Runs only when started by hand."; return; }
+      try {
+        const r = await api("GET", `/api/schedule?schedule=${enc(s)}`);
+        preview.textContent = "Next runs: " + r.next.join(" · ");
+      } catch (e) { preview.textContent = ""; setError("schedule", e.message); }
+    }, 250);
+  };
+  const keepInputs = KEEP.map(k => field("keep." + k, k, h("input", { type: "number", min: 0, name: "keep." + k, value: (job.keep || {})[k] ?? "", class: "narrow" })));
+  const form = h("form", { class: "job", onsubmit: (e) => { e.preventDefault(); save(); } },
+    field("name", "Name", inp("name", name, name ? { disabled: true } : {}), "Letters, digits, '-', '_' and '.'."),
+    h("div", { class: "field paths", "data-field": "paths" },
+      h("label", {}, "Folders and files to back up"), pathList,
+      h("button", { type: "button", "data-test": "add-folder", onclick: () => pickFolder(p => { if (!paths.includes(p)) paths.push(p); drawPaths(); }) }, "Add a folder…"),
+      h("div", { class: "err" })),
+    field("exclude", "Exclude", h("textarea", { name: "exclude", rows: 3 }, (job.exclude || []).join("\n")), "One glob a line: *.tmp, node_modules, /home/*/Downloads"),
+    field("schedule", "Schedule", schedule, "hourly, daily HH:MM, weekly DAY HH:MM, monthly DAY HH:MM, or a cron expression"),
+    preview,
+    h("div", { class: "field" }, h("label", {}, "Keep (retention, applied after each run)"), h("div", { class: "row" }, keepInputs)),
+    notifyFields(job.notify || {}),
+    field("repository", "Repository", inp("repository", job.repository, { placeholder: "/mnt/nas/backazon or s3://bucket/prefix" })),
+    h("div", { class: "row" },
+      field("s3_endpoint", "S3 endpoint", inp("s3_endpoint", job.s3_endpoint, { placeholder: "AWS when empty" })),
+      field("s3_region", "S3 region", inp("s3_region", job.s3_region))),
+    field("replica", "Replica (optional second copy)", inp("replica", job.replica)),
+    h("div", { class: "row" },
+      field("password_file", "Password file", inp("password_file", job.password_file)),
+      field("password_command", "or password command", inp("password_command", "", { placeholder: passwordCommandSet ? "(set; leave empty to keep)" : "" }))),
+    h("div", { class: "hint", style: "margin:-8px 0 14px" }, "The password itself is never shown here; saving opens the repository with it to check it."),
+    h("div", { class: "row" },
+      field("compression", "zstd level", h("input", { type: "number", name: "compression", min: 0, max: 22, value: job.compression ?? "", class: "narrow" })),
+      field("tags", "Tags", inp("tags", (job.tags || []).join(" ")))),
+    h("div", { class: "err form-err error-text" }),
+    h("div", { class: "actions" },
+      h("button", { class: "primary", type: "submit", "data-test": "save" }, name ? "Save" : "Create job"),
+      name ? h("button", { type: "button", class: "danger", onclick: remove }, "Remove job") : null,
+      h("a", { class: "button", href: "#/" }, "Cancel")));
+  show(h("h1", {}, name ? `Job ${name}` : "New job"), form);
+  previewSchedule();
+
+  function setError(f, msg) {
+    const el = form.querySelector(`[data-field="${CSS.escape(f)}"]`) || form.querySelector(".form-err").parentElement;
+    const err = el.querySelector(".err") || form.querySelector(".form-err");
+    el.classList.toggle("invalid", !!msg);
+    err.textContent = msg || "";
+  }
+
+  async function save() {
+    form.querySelectorAll(".err").forEach(e => (e.textContent = ""));
+    form.querySelectorAll(".invalid").forEach(e => e.classList.remove("invalid"));
+    const v = k => form.elements[k].value.trim();
+    const out = { repository: v("repository"), paths };
+    for (const k of ["replica", "s3_endpoint", "s3_region", "password_file", "password_command"]) if (v(k)) out[k] = v(k);
+    if (v("schedule")) out.schedule = v("schedule");
+    const ex = lines(form.elements.exclude.value);
+    if (ex.length) out.exclude = ex;
+    const tags = v("tags").split(/\s+/).filter(Boolean);
+    if (tags.length) out.tags = tags;
+    if (v("compression")) out.compression = Number(v("compression"));
+    const keep = {};
+    for (const k of KEEP) if (v("keep." + k)) keep[k] = Number(v("keep." + k));
+    if (job.keep && job.keep.within) keep.within = job.keep.within;
+    if (Object.keys(keep).length) out.keep = keep;
+    const notify = collectNotify(form);
+    if (notify) out.notify = notify;
+    for (const k of ["exclude_file", "exclude_if_present", "exclude_caches", "exclude_larger_than", "host", "prune_schedule", "replica_s3_endpoint", "s3_path_style", "use_vss"])
+      if (job[k] !== undefined) out[k] = job[k];
+    const button = form.querySelector("[data-test=save]");
+    button.disabled = true;
+    try {
+      if (name) await api("PUT", `/api/jobs/${enc(name)}`, { name, job: out });
+      else await api("POST", "/api/jobs", { name: v("name"), job: out });
+      location.hash = "#/";
+    } catch (e) {
+      setError(e.field && form.querySelector(`[data-field="${CSS.escape(e.field)}"]`) ? e.field : "", e.message);
+    } finally { button.disabled = false; }
+  }
+
+  async function remove() {
+    if (!confirm(`Remove job ${name}? Its snapshots stay in the repository.`)) return;
+    try { await api("DELETE", `/api/jobs/${enc(name)}`); location.hash = "#/"; }
+    catch (e) { alert(e.message); }
+  }
+}
+
+const EVENTS = { failure: "fails", warning: "skips files", success: "succeeds" };
+
+function notifyFields(n) {
+  const m = n.email || {};
+  const on = n.on && n.on.length ? n.on : ["failure", "warning"];
+  const inp = (k, v, extra) => h("input", Object.assign({ type: "text", name: k, value: v ?? "" }, extra || {}));
+  const result = h("span", { class: "small", "data-test": "notify-result" });
+  const test = async (e) => {
+    const form = e.target.form;
+    result.textContent = "Sending…";
+    result.className = "small";
+    form.querySelectorAll(".notify .err").forEach(x => (x.textContent = ""));
+    try {
+      const r = await api("POST", "/api/notify-test", { name: form.elements.name.value || "test", notify: collectNotify(form) || {} });
+      result.textContent = r.failed.length ? "Failed: " + r.failed.join("; ") : "Sent.";
+      result.className = "small " + (r.failed.length ? "error-text" : "ok-text");
+    } catch (err) {
+      const f = err.field && form.querySelector(`[data-field="${CSS.escape(err.field)}"] .err`);
+      if (f) f.textContent = err.message;
+      result.textContent = err.message;
+      result.className = "small error-text";
+    }
+  };
+  return h("fieldset", { class: "notify" }, h("legend", {}, "Notifications"),
+    h("div", { class: "field", "data-field": "notify.on" }, h("label", {}, "Tell me when a run"),
+      Object.entries(EVENTS).map(([k, t]) => h("label", { class: "check" },
+        h("input", { type: "checkbox", name: "notify.on." + k, checked: on.includes(k) }), " " + t)),
+      h("div", { class: "err" })),
+    field("notify.webhook", "Webhook URL", inp("notify.webhook", n.webhook, { placeholder: "https://hooks.example.com/…" }), "Receives a JSON summary of the run (POST)."),
+    field("notify.healthchecks", "Healthchecks URL", inp("notify.healthchecks", n.healthchecks, { placeholder: "https://hc-ping.com/…" }), "Pinged when a run starts (/start), ends well, or fails (/fail)."),
+    h("div", { class: "row" },
+      field("notify.email.to", "Email to", inp("notify.email.to", (m.to || []).join(", "), { placeholder: "me@example.com" })),
+      field("notify.email.from", "From", inp("notify.email.from", m.from, { placeholder: "backazon@example.com" }))),
+    h("div", { class: "row" },
+      field("notify.email.server", "SMTP server", inp("notify.email.server", m.server)),
+      field("notify.email.port", "Port", h("input", { type: "number", name: "notify.email.port", min: 1, max: 65535, value: m.port ?? "", class: "narrow" })),
+      field("notify.email.security", "Security", h("select", { name: "notify.email.security" },
+        ["starttls", "tls", "none"].map(v => h("option", { value: v, selected: (m.security || "starttls") === v }, v))))),
+    h("div", { class: "row" },
+      field("notify.email.username", "SMTP user", inp("notify.email.username", m.username)),
+      field("notify.email.password_file", "SMTP password file", inp("notify.email.password_file", m.password_file)),
+      field("notify.email.ca_file", "Extra CA certificate (PEM)", inp("notify.email.ca_file", m.ca_file))),
+    h("div", { class: "actions" }, h("button", { type: "button", "data-test": "notify-test", onclick: test }, "Send test"), result));
+}
+
+function collectNotify(form) {
+  const v = k => (form.elements[k] ? form.elements[k].value.trim() : "");
+  const n = {};
+  const on = Object.keys(EVENTS).filter(k => form.elements["notify.on." + k].checked);
+  if (on.join() !== "failure,warning") n.on = on;
+  if (v("notify.webhook")) n.webhook = v("notify.webhook");
+  if (v("notify.healthchecks")) n.healthchecks = v("notify.healthchecks");
+  if (v("notify.email.to") || v("notify.email.server")) {
+    const m = { to: v("notify.email.to").split(/[,\s]+/).filter(Boolean), from: v("notify.email.from"), server: v("notify.email.server") };
+    if (v("notify.email.port")) m.port = Number(v("notify.email.port"));
+    if (v("notify.email.security") !== "starttls") m.security = v("notify.email.security");
+    for (const k of ["username", "password_file", "ca_file"]) if (v("notify.email." + k)) m[k] = v("notify.email." + k);
+    n.email = m;
+  }
+  return Object.keys(n).length ? n : null;
+}
+
+function pickFolder(done) {
+  const modal = document.getElementById("modal");
+  const list = h("div", { class: "list", "data-test": "folders" });
+  const here = h("div", { class: "small" });
+  let current = "";
+  const close = () => { modal.hidden = true; modal.replaceChildren(); };
+  const choose = h("button", { class: "primary", "data-test": "choose-folder", onclick: () => { if (current) { done(current); close(); } } }, "Choose this folder");
+  async function go(path) {
+    try {
+      const r = await api("GET", `/api/folders?path=${enc(path)}`);
+      current = r.path;
+      here.textContent = r.path || "Start: your home folder and this computer's drives";
+      choose.disabled = !r.path;
+      list.replaceChildren(
+        r.parent ? h("a", { href: "#", onclick: (e) => { e.preventDefault(); go(r.parent); } }, "⬑ up") : (r.path ? h("a", { href: "#", onclick: (e) => { e.preventDefault(); go(""); } }, "⬑ start") : null),
+        ...r.folders.map(f => h("a", { href: "#", "data-name": f.name, onclick: (e) => { e.preventDefault(); go(f.path); } }, "📁 " + f.name)));
+    } catch (e) { here.textContent = e.message; }
+  }
+  modal.replaceChildren(h("div", { class: "dialog" }, h("h2", {}, "Choose a folder"), here, list,
+    h("div", { class: "actions" }, choose, h("button", { onclick: close }, "Close"))));
+  modal.hidden = false;
+  go("");
+}
+
+// ---- snapshots -----------------------------------------------------------------------
+
+async function snapshotsView(job) {
+  const jobs = status ? status.jobs.map(j => j.name) : [];
+  if (!job && jobs.length) job = jobs[0];
+  const picker = h("select", { onchange: (e) => (location.hash = `#/snapshots/${enc(e.target.value)}`) },
+    jobs.map(n => h("option", { value: n, selected: n === job }, n)));
+  if (!job) { show(h("h1", {}, "Snapshots"), h("p", { class: "muted" }, "No jobs yet.")); return; }
+  show(h("h1", {}, "Snapshots of ", picker), h("p", { class: "muted" }, "Opening the repository…"));
+  let r;
+  try { r = await api("GET", `/api/jobs/${enc(job)}/snapshots`); }
+  catch (e) { show(h("h1", {}, "Snapshots of ", picker), h("div", { class: "banner" }, e.message)); return; }
+  const text = h("input", { type: "search", placeholder: "host, tag, path or date", "data-test": "filter" });
+  const onlyJob = h("input", { type: "checkbox", checked: true });
+  const body = h("tbody", {});
+  const draw = () => {
+    const q = text.value.trim().toLowerCase();
+    const rows = r.snapshots.filter(s => (!onlyJob.checked || s.job === job) &&
+      (!q || [s.short, s.host, s.time, when(s.time), ...(s.tags || []), ...(s.paths || [])].join(" ").toLowerCase().includes(q)));
+    body.replaceChildren(...rows.slice(0, 1000).map(s => h("tr", { "data-snapshot": s.short },
+      h("td", {}, h("a", { href: `#/browse/${enc(job)}/${s.short}/` }, s.short)),
+      h("td", {}, when(s.time)), h("td", {}, s.host), h("td", {}, s.job || "-"),
+      h("td", {}, (s.tags || []).join(", ")), h("td", { class: "num" }, s.files),
+      h("td", { class: "num" }, bytes(s.bytes)), h("td", { class: "num" }, bytes(s.added)),
+      h("td", { class: "name" }, (s.paths || []).join(", ")))));
+    count.textContent = `${rows.length} of ${r.snapshots.length} snapshots` + (rows.length > 1000 ? " (first 1,000 shown)" : "");
+  };
+  const count = h("span", { class: "muted" });
+  text.addEventListener("input", draw);
+  onlyJob.addEventListener("change", draw);
+  show(h("h1", {}, "Snapshots of ", picker),
+    h("div", { class: "filters" }, text, h("label", {}, onlyJob, " only this job's"), count),
+    h("table", {}, h("thead", {}, h("tr", {}, ["Snapshot", "Time", "Host", "Job", "Tags"].map(t => h("th", {}, t)),
+      ["Files", "Size", "Added"].map(t => h("th", { class: "num" }, t)), h("th", {}, "Paths"))), body));
+  draw();
+}
+
+async function browse(job, snap, path) {
+  const parts = path.split("/").filter(Boolean);
+  const crumbs = h("div", { class: "crumbs" },
+    h("a", { href: `#/snapshots/${enc(job)}` }, "Snapshots"), " / ",
+    h("a", { href: `#/browse/${enc(job)}/${snap}/` }, snap),
+    parts.map((p, i) => [" / ", h("a", { href: `#/browse/${enc(job)}/${snap}/${parts.slice(0, i + 1).map(enc).join("/")}` }, p)]));
+  const body = h("tbody", {});
+  const more = h("button", { hidden: true, "data-test": "more" }, "Show more");
+  const info = h("span", { class: "muted small" });
+  show(h("h1", {}, `Snapshot ${snap}`), crumbs,
+    h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", { class: "num" }, "Size"), h("th", {}, "Modified"), h("th", {}, ""))), body),
+    h("div", { class: "actions", style: "margin-top:10px" }, more, info));
+  let offset = 0;
+  const base = "/" + parts.join("/");
+  async function page() {
+    more.disabled = true;
+    try {
+      const r = await api("GET", `/api/jobs/${enc(job)}/ls?snapshot=${enc(snap)}&path=${enc(base === "/" ? "" : base)}&offset=${offset}&limit=500`);
+      offset += r.entries.length;
+      body.append(...r.entries.map(e => {
+        const p = (base === "/" ? "" : base) + "/" + e.name;
+        const link = e.type === "dir"
+          ? h("a", { href: `#/browse/${enc(job)}/${snap}${p.split("/").map(enc).join("/")}` }, "📁 " + e.name)
+          : h("span", {}, e.name);
+        const dl = e.type === "file"
+          ? h("a", { href: `/api/jobs/${enc(job)}/download?snapshot=${enc(snap)}&path=${enc(p)}`, download: e.name, "data-test": "download" }, "Download")
+          : null;
+        return h("tr", { "data-entry": e.name }, h("td", { class: "name" }, link),
+          h("td", { class: "num" }, e.type === "file" ? bytes(e.size) : ""), h("td", {}, when(e.mtime)), h("td", {}, dl));
+      }));
+      more.hidden = !r.more;
+      info.textContent = `${offset} ${offset === 1 ? "entry" : "entries"}` + (r.more ? " so far" : "");
+    } catch (e) { info.textContent = e.message; }
+    more.disabled = false;
+  }
+  more.addEventListener("click", page);
+  await page();
+}
+
+// ---- log -----------------------------------------------------------------------------
+
+async function logView() {
+  const jobs = status ? status.jobs.map(j => j.name) : [];
+  const job = h("select", {}, h("option", { value: "" }, "all jobs"), jobs.map(n => h("option", { value: n }, n)));
+  const level = h("select", {}, h("option", { value: "" }, "everything"), h("option", { value: "error" }, "failures only"));
+  const pre = h("pre", { class: "log" });
+  const load = async () => {
+    const r = await api("GET", `/api/log?job=${enc(job.value)}&level=${level.value}`);
+    pre.textContent = r.lines.join("\n") || "(nothing logged)";
+    pre.scrollTop = pre.scrollHeight;
+  };
+  job.addEventListener("change", load);
+  level.addEventListener("change", load);
+  show(h("h1", {}, "Log"), h("div", { class: "filters" }, job, level, h("button", { onclick: load }, "Refresh")), pre);
+  await load();
+}
+
+// ---- routing and live state ----------------------------------------------------------
+
+function render() {
+  route = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const [view, a, b, ...rest] = route;
+  document.querySelectorAll("[data-nav]").forEach(n =>
+    n.classList.toggle("active", n.dataset.nav === (view || "dashboard") || (view === "browse" && n.dataset.nav === "snapshots")));
+  if (!view) return dashboard();
+  if (view === "job") return editor(a === "new" ? null : a);
+  if (view === "snapshots") return snapshotsView(a);
+  if (view === "browse") return browse(a, b, rest.join("/"));
+  if (view === "log") return logView();
+  show(h("p", {}, "Unknown page. ", h("a", { href: "#/" }, "Back to the dashboard")));
+}
+
+function setStatus(s) {
+  status = s;
+  const d = document.getElementById("daemon");
+  d.textContent = s.daemon ? `daemon running (${s.daemon})` : "daemon not running: scheduled jobs wait until it runs";
+  if (!route[0]) dashboard();
+}
+
+window.addEventListener("hashchange", render);
+window.addEventListener("DOMContentLoaded", async () => {
+  try { setStatus(await api("GET", "/api/status")); } catch (e) { show(h("div", { class: "banner" }, e.message)); }
+  render();
+  const events = new EventSource("/api/events");
+  events.addEventListener("status", (e) => setStatus(JSON.parse(e.data)));
+});

@@ -1,0 +1,316 @@
+//! The web console (`backazon ui`): who may use it, checked over raw HTTP (401 without
+//! the token, cross-site and foreign-Host requests refused), and what a person does
+//! with it, in Debian's headless chromium driven by playwright-core
+//! (tests/browser/console.mjs): a job made with the folder picker, bad input named
+//! beside its field, a run watched to its end, a snapshot browsed and a file downloaded
+//! byte for byte, a failing job turning red. Screenshots go to
+//! target/test-artifacts/console/.
+#![cfg(target_os = "linux")]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use backazon_e2e::*;
+
+/// A running `backazon ui`, stopped when dropped.
+struct Ui {
+    child: Child,
+    url: String,
+    /// `127.0.0.1:PORT`
+    host: String,
+    token: String,
+}
+
+impl Ui {
+    fn start(env: &Env, config: &Path, state: &Path) -> Ui {
+        let mut child = env
+            .command()
+            .env_remove("BACKAZON_PASSWORD")
+            .env("BACKAZON_CONFIG", config)
+            .env("BACKAZON_STATE_DIR", state)
+            .args(["ui", "--no-open", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let url = first.trim().to_string();
+        let rest = url
+            .strip_prefix("http://")
+            .unwrap_or_else(|| panic!("first line is not the address: {url:?}"));
+        let (host, query) = rest.split_once('/').unwrap();
+        let token = query.strip_prefix("?token=").unwrap().to_string();
+        assert_eq!(token.len(), 64, "{url}");
+        assert!(host.starts_with("127.0.0.1:"), "{url}");
+        let host = host.to_string();
+        Ui {
+            child,
+            url,
+            host,
+            token,
+        }
+    }
+}
+
+impl Drop for Ui {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// One HTTP/1.1 request over a fresh connection; `headers` are whole lines.
+fn http(host: &str, method: &str, path: &str, headers: &[String], body: &str) -> Reply {
+    let mut s = TcpStream::connect(host).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|h| h.to_lowercase().starts_with("host:"))
+    {
+        req.push_str(&format!("Host: {host}\r\n"));
+    }
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    if !body.is_empty() {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Reply {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+#[test]
+fn without_the_token_nothing_answers_and_cross_site_requests_are_refused() {
+    let env = Env::init("ui-guard");
+    let ui = Ui::start(&env, &env.dir.join("jobs.toml"), &env.dir.join("state"));
+    let h = ui.host.as_str();
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/app.js"),
+        ("GET", "/api/status"),
+        ("GET", "/api/events"),
+        ("GET", "/api/folders?path=/"),
+        (
+            "GET",
+            "/api/jobs/x/download?snapshot=latest&path=/etc/passwd",
+        ),
+        ("POST", "/api/jobs/x/run"),
+        ("DELETE", "/api/jobs/x"),
+    ] {
+        let r = http(h, method, path, &[], "");
+        assert_eq!(r.status, 401, "{method} {path}: {}", r.head);
+        let cookie_of_another = ["Cookie: backazon_session=0123".to_string()];
+        assert_eq!(http(h, method, path, &cookie_of_another, "").status, 401);
+    }
+    assert_eq!(http(h, "GET", "/?token=00", &[], "").status, 401);
+    let wrong_bearer = [format!("Authorization: Bearer {}0", &ui.token[1..])];
+    assert_eq!(http(h, "GET", "/api/status", &wrong_bearer, "").status, 401);
+
+    // The printed address trades the token for a session cookie and leaves it out of
+    // the address bar.
+    let r = http(h, "GET", &format!("/?token={}", ui.token), &[], "");
+    assert_eq!(r.status, 303, "{}", r.head);
+    assert!(r.head.contains("location: /\r\n"), "{}", r.head);
+    let set = r
+        .head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let cookie = format!("Cookie: {}", set.split(';').next().unwrap());
+    let ok = http(h, "GET", "/api/status", std::slice::from_ref(&cookie), "");
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(ok.body.contains("\"jobs\":[]"), "{}", ok.body);
+    let page = http(h, "GET", "/", std::slice::from_ref(&cookie), "");
+    assert!(page.body.contains("/app.js"));
+    assert!(page
+        .head
+        .contains("content-security-policy: default-src 'self'"));
+
+    // State changes: never from another origin, never without the page's own header
+    // (what a cross-site form or a simple request cannot add).
+    let body = r#"{"name":"x","job":{}}"#;
+    let from = |origin: &str| {
+        vec![
+            cookie.clone(),
+            "X-Backazon: 1".to_string(),
+            format!("Origin: {origin}"),
+        ]
+    };
+    let r = http(h, "POST", "/api/jobs", &from("http://evil.example"), body);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("cross-origin"), "{}", r.body);
+    let r = http(h, "POST", "/api/jobs", std::slice::from_ref(&cookie), body);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let own = from(&format!("http://{h}"));
+    let r = http(h, "POST", "/api/jobs", &own, body);
+    assert_eq!(
+        r.status, 422,
+        "the page's own request reaches the API: {}",
+        r.body
+    );
+    // A page that rebinds its DNS name to 127.0.0.1 sends its own Host.
+    let rebound = [cookie.clone(), "Host: evil.example:80".to_string()];
+    assert_eq!(http(h, "GET", "/api/status", &rebound, "").status, 403);
+    assert!(!env.dir.join("jobs.toml").exists(), "nothing was saved");
+}
+
+fn browser_tools() -> (PathBuf, PathBuf) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/console.mjs");
+    let modules = script.with_file_name("node_modules/playwright-core");
+    assert!(
+        modules.exists() && Path::new("/usr/bin/chromium").exists(),
+        "the browser tests need Debian's chromium and playwright-core in \
+         tests/browser/node_modules: run ci/setup.sh"
+    );
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/console");
+    fs::create_dir_all(&shots).unwrap();
+    (script, shots)
+}
+
+#[test]
+fn a_job_is_made_run_browsed_and_downloaded_from_in_a_real_browser() {
+    let (script, shots) = browser_tools();
+    let env = Env::init("ui-browser");
+    let data = env.dir.join("data");
+    let mut rng = Rng::new(16);
+    let file = data.join("Documents/2026/report.bin");
+    write(&file, &rng.noise(3_000_000));
+    write(&data.join("Documents/notes.txt"), &rng.text(20_000));
+    for i in 0..1200 {
+        write(
+            &data.join(format!("wide/f{i:05}.txt")),
+            format!("{i}\n").as_bytes(),
+        );
+    }
+    let pw = env.dir.join("pw");
+    fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    let flaky = env.dir.join("flaky-pw");
+    fs::write(&flaky, format!("{PASSWORD}\n")).unwrap();
+    let config = env.dir.join("config/jobs.toml");
+    let state = env.dir.join("state");
+    let downloads = env.dir.join("downloads");
+    fs::create_dir_all(&downloads).unwrap();
+    let ui = Ui::start(&env, &config, &state);
+    let hook = listeners::Webhook::start();
+    let smtp = listeners::Smtp::start();
+
+    let out = Command::new("node")
+        .arg(&script)
+        .env("URL", &ui.url)
+        .env("DATA", &data)
+        .env("FILE", &file)
+        .env("REPO", &env.repo)
+        // The pause keeps the run going long enough to be watched.
+        .env("GOOD_PW_CMD", format!("sleep 2; cat {}", pw.display()))
+        .env("BAD_PW_CMD", "echo wrong")
+        .env("FLAKY_PW", &flaky)
+        .env("WEBHOOK", &hook.url)
+        .env("SMTP_PORT", smtp.port.to_string())
+        .env("CA_FILE", listeners::test_cert())
+        .env("SHOTS", &shots)
+        .env("DOWNLOADS", &downloads)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running node (ci/setup.sh installs it)");
+    let said = String::from_utf8_lossy(&out.stdout);
+    print!("{said}");
+    assert!(out.status.success(), "the browser run failed: {said}");
+
+    let got = fs::read(downloads.join("report.bin")).unwrap();
+    assert!(got == fs::read(&file).unwrap(), "the download differs");
+    for shot in ["dashboard.png", "job-editor.png", "snapshot-browser.png"] {
+        let len = fs::metadata(shots.join(shot)).unwrap().len();
+        assert!(len > 10_000, "{shot}: {len} bytes");
+    }
+    // Saved through the same jobs file the command line edits.
+    let text = fs::read_to_string(&config).unwrap();
+    assert!(text.starts_with("# Backazon backup jobs."), "{text}");
+    assert!(
+        text.contains("[jobs.documents]") && text.contains("daily = 14"),
+        "{text}"
+    );
+    let status = env
+        .command()
+        .env("BACKAZON_CONFIG", &config)
+        .env("BACKAZON_STATE_DIR", &state)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let jobs = v["jobs"].as_array().unwrap();
+    let state_of = |n: &str| jobs.iter().find(|j| j["name"] == n).unwrap()["state"].clone();
+    assert_eq!(state_of("documents"), "ok");
+    assert_eq!(state_of("photos"), "failed");
+
+    // The "send test" button, then the failed run: each told by webhook and by email
+    // (over STARTTLS: the server takes no message before it).
+    let wait = Duration::from_secs(30);
+    for event in ["test", "failure"] {
+        let h = hook
+            .wait_for(|h| h.body.contains(&format!("\"event\":\"{event}\"")), wait)
+            .unwrap_or_else(|| panic!("no {event} webhook: {:?}", hook.all()));
+        assert!(h.line.starts_with("POST /hook "), "{}", h.line);
+        let v: serde_json::Value = serde_json::from_str(&h.body).unwrap();
+        assert_eq!(v["job"], "photos");
+        if event == "failure" {
+            assert_eq!(v["result"], "failed");
+            assert!(
+                v["error"].as_str().unwrap().contains("wrong password"),
+                "{v}"
+            );
+        }
+    }
+    let test_mail = smtp
+        .wait_for(|m| m.data.contains("test message for job photos"), wait)
+        .expect("the test email");
+    assert!(test_mail.tls);
+    let failed = smtp
+        .wait_for(
+            |m| m.data.contains("Subject: Backazon: job photos on"),
+            wait,
+        )
+        .filter(|m| m.data.contains("FAILED"))
+        .or_else(|| smtp.wait_for(|m| m.data.contains("FAILED"), wait))
+        .expect("the failure email");
+    assert!(
+        failed.tls && failed.to == ["<owner@example.com>"],
+        "{failed:?}"
+    );
+    assert!(failed.data.contains("wrong password"), "{}", failed.data);
+    drop(ui);
+}
