@@ -20,6 +20,7 @@ pub const EXIT_FATAL: u8 = 1;
 pub const EXIT_PARTIAL: u8 = 3;
 pub const EXIT_NO_REPOSITORY: u8 = 10;
 pub const EXIT_LOCKED: u8 = 11;
+pub const EXIT_UNREACHABLE: u8 = 12;
 
 /// Options every command takes, shown under their own heading after the command's own
 /// (as restic's "Global Flags").

@@ -281,12 +281,29 @@ impl Daemon {
         {
             return Some(Timestamp::UNIX_EPOCH);
         }
+        if let Some((at, _)) = self.retry_of(&job.name, task) {
+            return Some(at);
+        }
         let slots = self.slots.get(&job.name)?;
         let (sched, last) = match task {
             Task::Backup => (job.schedule.as_ref()?, slots.backup?),
             Task::Prune => (job.prune_schedule.as_ref()?, slots.prune?),
         };
         sched.next_after(last, &self.tz)
+    }
+
+    /// A backup waiting to be tried again (its repository could not be reached): when,
+    /// and which try that will be.
+    fn retry_of(&self, job: &str, task: Task) -> Option<(Timestamp, u32)> {
+        if task != Task::Backup {
+            return None;
+        }
+        let last = self.state.read(job).last_run?;
+        if last.result != "retrying" {
+            return None;
+        }
+        let at = last.retry_at?.parse().ok()?;
+        Some((at, last.attempt.unwrap_or(1) + 1))
     }
 
     fn start_due(&mut self, now: Timestamp, args: &ChildArgs, tx: &Sender<Event>) {
@@ -318,9 +335,12 @@ impl Daemon {
                 .resume
                 .iter()
                 .position(|(n, t)| *n == name && *t == task);
+            let retry = self.retry_of(&name, task);
             let trigger = if let Some(i) = resumed {
                 self.resume.remove(i);
                 "resume"
+            } else if retry.is_some() {
+                "retry"
             } else if now.duration_since(slot) > jiff::SignedDuration::from_secs(60) {
                 "catch-up"
             } else {
@@ -331,7 +351,8 @@ impl Daemon {
                 Task::Backup => slots.backup = Some(now),
                 Task::Prune => slots.prune = Some(now),
             }
-            match self.spawn(&name, task, now, trigger, args, tx) {
+            let attempt = retry.map_or(1, |(_, n)| n);
+            match self.spawn(&name, task, now, (trigger, attempt), args, tx) {
                 Ok(pid) => {
                     self.running.insert((name.clone(), task), pid);
                 }
@@ -348,7 +369,7 @@ impl Daemon {
         name: &str,
         task: Task,
         slot: Timestamp,
-        trigger: &str,
+        (trigger, attempt): (&str, u32),
         args: &ChildArgs,
         tx: &Sender<Event>,
     ) -> Result<u32> {
@@ -357,6 +378,9 @@ impl Daemon {
             .arg(slot.to_string())
             .arg("--trigger")
             .arg(trigger);
+        if attempt > 1 {
+            cmd.arg("--attempt").arg(attempt.to_string());
+        }
         let mut child: Child = cmd.spawn()?;
         let pid = child.id();
         let tx = tx.clone();

@@ -27,17 +27,49 @@ pub struct JobsFile {
     pub jobs: BTreeMap<String, Spanned<Job>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Jobs the daemon runs at once.
     pub max_concurrent: usize,
+    /// A scheduled backup that could not reach its repository is tried again after each
+    /// of these pauses (`30s`, `5m`, `1h`) before it counts as failed.
+    pub retry_after: Vec<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { max_concurrent: 2 }
+        Settings {
+            max_concurrent: 2,
+            retry_after: vec!["5m".into(), "15m".into(), "45m".into()],
+        }
     }
+}
+
+impl Settings {
+    /// The pauses of `retry_after` (checked when the file is read).
+    pub fn retry_delays(&self) -> Vec<std::time::Duration> {
+        self.retry_after
+            .iter()
+            .filter_map(|d| parse_pause(d).ok())
+            .collect()
+    }
+}
+
+/// `30s`, `5m`, `2h`.
+fn parse_pause(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.len().saturating_sub(1));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a pause like 30s, 5m or 2h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{text:?} is not a pause like 30s, 5m or 2h")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 fn is_false(b: &bool) -> bool {
@@ -224,6 +256,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Jobs> {
             None => anyhow!("{}: {}", path.display(), e.message()),
         }
     })?;
+    for d in &file.settings.retry_after {
+        parse_pause(d).map_err(|e| anyhow!("{}: settings.retry_after: {e}", path.display()))?;
+    }
     if file.settings.max_concurrent == 0 {
         bail!(
             "{}: settings.max_concurrent must be at least 1",
@@ -387,7 +422,8 @@ pub struct RunRecord {
     pub started: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<String>,
-    /// `success`, `partial` (some files unreadable), `failed`, `interrupted`.
+    /// `success`, `partial` (some files unreadable), `failed`, `interrupted`, `retrying`
+    /// (the repository could not be reached; the daemon tries again at `retry_at`).
     pub result: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<u8>,
@@ -400,6 +436,13 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub pid: u32,
+    /// Which try at this run this is (the daemon tries again when the repository
+    /// cannot be reached), from 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// `retrying`: when the daemon tries again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<String>,
     /// Notifiers that failed to tell of this run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify_errors: Vec<String>,

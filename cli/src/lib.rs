@@ -37,7 +37,7 @@ use commands::{
     backup, check, forget, init, job, key, ls, mount, prune, replica, restore, service, snapshots,
     status,
 };
-use ctx::{Ctx, Global, EXIT_FATAL, EXIT_LOCKED, EXIT_NO_REPOSITORY};
+use ctx::{Ctx, Global, EXIT_FATAL, EXIT_LOCKED, EXIT_NO_REPOSITORY, EXIT_UNREACHABLE};
 
 #[derive(Parser)]
 #[command(
@@ -99,7 +99,7 @@ enum Command {
         command: job::JobCommand,
     },
     /// Run jobs when they are due, in the foreground (what the service runs)
-    Daemon,
+    Daemon(commands::daemon::DaemonArgs),
     /// Per job: last run, its result, next run
     Status,
     /// The web console on 127.0.0.1: jobs, their state and history, snapshots; prints
@@ -129,7 +129,7 @@ pub fn main() -> ExitCode {
     if !matches!(
         cli.command,
         Command::Mount(_)
-            | Command::Daemon
+            | Command::Daemon(_)
             | Command::Ui(_)
             | Command::Service {
                 command: service::ServiceCommand::Run(_)
@@ -143,16 +143,13 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let code = match e.downcast_ref::<Error>() {
+            // The first engine error, however much context was added around it.
+            let engine = e.chain().find_map(|c| c.downcast_ref::<Error>());
+            let code = match engine {
                 Some(Error::NoRepository(_)) => EXIT_NO_REPOSITORY,
+                Some(Error::Unreachable(_)) => EXIT_UNREACHABLE,
                 Some(Error::Locked(_)) => EXIT_LOCKED,
                 _ if e.downcast_ref::<crate::jobs::AlreadyRunning>().is_some() => EXIT_LOCKED,
-                _ if e
-                    .chain()
-                    .any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Locked(_)))) =>
-                {
-                    EXIT_LOCKED
-                }
                 _ => EXIT_FATAL,
             };
             eprintln!("error: {}", format::printable(&format!("{e:#}"), true));
@@ -177,7 +174,7 @@ fn run(ctx: &Ctx, command: Command) -> Result<u8> {
             max_unused,
         } => prune::run(ctx, dry_run, max_unused),
         Command::Job { command } => job::run(ctx, command),
-        Command::Daemon => commands::daemon::run(ctx),
+        Command::Daemon(args) => commands::daemon::run(ctx, &args),
         Command::Status => status::run(ctx),
         Command::Ui(args) => console::run(ctx, &args),
         Command::Service { command } => service::run(ctx, command),

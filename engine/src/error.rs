@@ -32,6 +32,11 @@ pub enum Error {
     #[error("{0}")]
     Backend(String),
 
+    /// The storage did not answer (no connection, timeouts, server errors after every
+    /// retry): worth trying again later, unlike a refusal.
+    #[error("{0}")]
+    Unreachable(String),
+
     #[error("{0}")]
     NotFound(String),
 

@@ -7,7 +7,8 @@
 // Environment: URL (the address `backazon ui` printed), DATA (folder to back up), FILE
 // (a file under DATA to download), REPO, GOOD_PW_CMD, BAD_PW_CMD, FLAKY_PW (a password
 // file the script spoils), WEBHOOK, SMTP_PORT and CA_FILE (the test's notification
-// receivers and the certificate its SMTP server shows), SHOTS (screenshots), DOWNLOADS.
+// receivers and the certificate its SMTP server shows), RESTORE_TO, MOUNT_AT (an empty
+// folder), SHOTS (screenshots), DOWNLOADS.
 import { chromium } from "playwright-core";
 import fs from "node:fs";
 import path from "node:path";
@@ -63,6 +64,7 @@ try {
   await page.fill("input[name=repository]", REPO);
   await page.fill("input[name=password_command]", env("BAD_PW_CMD"));
   await page.fill("input[name='keep.daily']", "14");
+  await page.fill("input[name='keep.last']", "5");
   await page.click("[data-test=save]");
   await page.locator("[data-field=password_command] .err", { hasText: "wrong password" }).waitFor();
   const st = await page.evaluate(() => fetch("/api/status").then((r) => r.json()));
@@ -109,6 +111,52 @@ try {
     page.click(`tr[data-entry="${name}"] [data-test=download]`),
   ]);
   await download.saveAs(path.join(DOWNLOADS, name));
+
+  log("restore a folder to a path, with progress");
+  await page.click("[data-test=restore]");
+  await page.fill(".dialog input[name=target]", env("RESTORE_TO"));
+  await page.click("[data-test=do-restore]");
+  await page.locator("[data-task=restore][data-done=ok]").waitFor({ timeout: 60000 });
+
+  log("a second run shows how far it is against the first");
+  fs.writeFileSync(path.join(DATA, "Documents", "new.txt"), "added after the first run\n");
+  fs.appendFileSync(path.join(DATA, "Documents", "notes.txt"), "one more line\n");
+  await page.click("a[data-nav=dashboard]");
+  await card.locator("[data-test=run]").click();
+  await card.locator("[data-test=progress]", { hasText: "%" }).waitFor();
+  await page.locator("[data-job=documents][data-state=ok]").waitFor({ timeout: 120000 });
+
+  log("compare the two snapshots");
+  await card.getByRole("link", { name: "Snapshots" }).click();
+  await page.locator("tr[data-snapshot]").nth(1).waitFor();
+  await page.locator("[data-test=pick]").nth(0).check();
+  await page.locator("[data-test=pick]").nth(1).check();
+  await page.click("[data-test=compare]");
+  await page.locator("[data-diff=added] li", { hasText: "Documents/new.txt" }).waitFor();
+  await page.locator("[data-diff=changed] li", { hasText: "Documents/notes.txt" }).waitFor();
+  if (await page.locator("[data-diff=changed] li").count() !== 1) throw new Error("more than notes.txt changed");
+
+  log("find a file name across snapshots");
+  await page.goBack();
+  await page.fill("[data-test=search]", "REPORT");
+  await page.press("[data-test=search]", "Enter");
+  await page.locator("tr[data-hit]", { hasText: "report.bin" }).nth(1).waitFor();
+
+  log("check the repository");
+  await page.click("a[data-nav=dashboard]");
+  await card.getByRole("button", { name: "Check", exact: true }).click();
+  await page.locator("[data-task=check][data-done=ok]").waitFor({ timeout: 60000 });
+
+  log("mount every snapshot, read a file through the mount, unmount");
+  const at = env("MOUNT_AT");
+  await card.locator("[data-test=mount]").click();
+  await page.fill(".dialog input[name=mountpoint]", at);
+  await page.click("[data-test=do-mount]");
+  await card.locator("[data-test=unmount]").waitFor();
+  if (fs.readdirSync(at).length === 0) throw new Error("the mount shows nothing");
+  await card.locator("[data-test=unmount]").click();
+  await card.locator("[data-test=mount]").waitFor();
+  if (fs.readdirSync(at).length !== 0) throw new Error("the mount is still there");
 
   log("a failing job turns red");
   const created = await page.evaluate(async ([repo, data, pw]) => {

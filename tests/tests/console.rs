@@ -38,9 +38,10 @@ impl Ui {
             .spawn()
             .unwrap();
         let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut first).unwrap();
+        // Whatever else it prints is read, so that it never writes to a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         let url = first.trim().to_string();
         let rest = url
             .strip_prefix("http://")
@@ -225,6 +226,9 @@ fn a_job_is_made_run_browsed_and_downloaded_from_in_a_real_browser() {
     let state = env.dir.join("state");
     let downloads = env.dir.join("downloads");
     fs::create_dir_all(&downloads).unwrap();
+    let restored = env.dir.join("restored");
+    let mount_at = env.dir.join("mnt");
+    fs::create_dir_all(&mount_at).unwrap();
     let ui = Ui::start(&env, &config, &state);
     let hook = listeners::Webhook::start();
     let smtp = listeners::Smtp::start();
@@ -242,6 +246,8 @@ fn a_job_is_made_run_browsed_and_downloaded_from_in_a_real_browser() {
         .env("WEBHOOK", &hook.url)
         .env("SMTP_PORT", smtp.port.to_string())
         .env("CA_FILE", listeners::test_cert())
+        .env("RESTORE_TO", &restored)
+        .env("MOUNT_AT", &mount_at)
         .env("SHOTS", &shots)
         .env("DOWNLOADS", &downloads)
         .stderr(Stdio::inherit())
@@ -253,6 +259,8 @@ fn a_job_is_made_run_browsed_and_downloaded_from_in_a_real_browser() {
 
     let got = fs::read(downloads.join("report.bin")).unwrap();
     assert!(got == fs::read(&file).unwrap(), "the download differs");
+    // The restore of Documents/2026 from the first snapshot.
+    assert_diff_clean(file.parent().unwrap(), &restored);
     for shot in ["dashboard.png", "job-editor.png", "snapshot-browser.png"] {
         let len = fs::metadata(shots.join(shot)).unwrap().len();
         assert!(len > 10_000, "{shot}: {len} bytes");

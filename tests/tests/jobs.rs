@@ -142,8 +142,9 @@ fn daemon_runs_due_jobs_reloads_its_file_and_survives_a_broken_job() {
         Duration::from_secs(30),
         || snapshots(&env, Some("docs")).len() >= 3,
     );
+    // (On a schedule, a repository that is not there is tried again later.)
     wait_until("the broken job's failure", Duration::from_secs(10), || {
-        job_state(&env, "broken")["last_run"]["result"] == "failed"
+        job_state(&env, "broken")["last_run"]["result"] == "retrying"
     });
     let err = job_state(&env, "broken")["last_run"]["error"].to_string();
     assert!(err.contains("no repository"), "{err}");
@@ -195,6 +196,89 @@ fn daemon_runs_due_jobs_reloads_its_file_and_survives_a_broken_job() {
     env.restore("latest", &target, &[]).ok();
     assert_diff_clean(&other, &in_snapshot(&target, &other));
     env.run(&["check", "--read-data"]).ok();
+}
+
+#[test]
+fn a_repository_that_cannot_be_reached_is_tried_again_before_the_run_counts_as_failed() {
+    let env = Env::new("retry");
+    let src = env.dir.join("src");
+    generate_tree(&src, 5, 1 << 16);
+    let hook = listeners::Webhook::start();
+    // "nas": its repository appears while the daemon waits to try again (a drive
+    // mounted late, a server back up). "gone": never there.
+    add_job(
+        &env,
+        "nas",
+        &src,
+        "*/30 * * * * *",
+        &["--no-check", "--webhook", &hook.url],
+    );
+    let gone = env.dir.join("gone");
+    let pw = password_file(&env);
+    env.run(&[
+        "--repo",
+        gone.to_str().unwrap(),
+        "--password-file",
+        pw.to_str().unwrap(),
+        "job",
+        "add",
+        "gone",
+        "--path",
+        src.to_str().unwrap(),
+        "--schedule",
+        "*/30 * * * * *",
+        "--no-check",
+        "--webhook",
+        &hook.url,
+    ])
+    .ok();
+    let mut text = fs::read_to_string(jobs_file(&env)).unwrap();
+    text.push_str("\n[settings]\nretry_after = [\"4s\", \"4s\"]\n");
+    fs::write(jobs_file(&env), text).unwrap();
+
+    let mut d = Daemon::start(&env);
+    wait_until("the first try's failure", Duration::from_secs(40), || {
+        job_state(&env, "nas")["last_run"]["result"] == "retrying"
+    });
+    let first = job_state(&env, "nas")["last_run"].clone();
+    assert!(first["retry_at"].is_string(), "{first}");
+    env.run(&["init"]).ok();
+    wait_until("the retry's success", Duration::from_secs(20), || {
+        job_state(&env, "nas")["last_run"]["result"] == "success"
+    });
+    let ok = job_state(&env, "nas")["last_run"].clone();
+    assert_eq!(ok["trigger"], "retry", "{ok}");
+    assert_eq!(ok["attempt"], 2, "{ok}");
+    assert_eq!(snapshots(&env, Some("nas")).len(), 1);
+
+    wait_until("the other job's last try", Duration::from_secs(30), || {
+        job_state(&env, "gone")["last_run"]["result"] == "failed"
+    });
+    let failed = job_state(&env, "gone")["last_run"].clone();
+    assert_eq!(failed["attempt"], 3, "{failed}");
+    let l = log(&env);
+    assert!(
+        l.contains("job gone: backup could not reach its repository (try 1 of 3)"),
+        "{l}"
+    );
+    assert!(l.contains("(try 2 of 3)"), "{l}");
+    // Told once, when it counted as failed; never about a try to be repeated.
+    let hooks = hook.all();
+    let told: Vec<_> = hooks
+        .iter()
+        .filter(|h| h.body.contains("\"job\":\"gone\""))
+        .collect();
+    assert_eq!(told.len(), 1, "{hooks:?}");
+    assert!(
+        told[0].body.contains("\"event\":\"failure\""),
+        "{}",
+        told[0].body
+    );
+    assert!(
+        !hooks.iter().any(|h| h.body.contains("\"job\":\"nas\"")),
+        "{hooks:?}"
+    );
+    assert!(d.terminate().success());
 }
 
 #[test]

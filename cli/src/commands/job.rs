@@ -47,6 +47,10 @@ pub struct RunArgs {
     /// Why the run started: schedule, catch-up or manual (set by the daemon)
     #[arg(long, hide = true, default_value = "manual")]
     trigger: String,
+    /// Which try this is at a run whose repository could not be reached (set by the
+    /// daemon)
+    #[arg(long, hide = true, default_value_t = 1)]
+    attempt: u32,
 }
 
 #[derive(Args)]
@@ -298,7 +302,8 @@ fn list(ctx: &Ctx, path: &Path) -> Result<u8> {
 
 /// A job's state in one word, as the console shows it: `running`, `failed` (its last
 /// run failed or was interrupted), `overdue` (a scheduled run is more than an hour late:
-/// the daemon is not running, or the job cannot start), `partial`, `ok` or `never`.
+/// the daemon is not running, or the job cannot start), `retrying` (its repository
+/// could not be reached; the daemon tries again), `partial`, `ok` or `never`.
 pub(crate) fn state_word(j: &LoadedJob, state: &StateDir) -> &'static str {
     let s = state.read(&j.name);
     if state.running(&j.name).is_some() {
@@ -307,6 +312,7 @@ pub(crate) fn state_word(j: &LoadedJob, state: &StateDir) -> &'static str {
     let late = next_of(&j.schedule, s.last_slot)
         .is_some_and(|t| Timestamp::now().duration_since(t).as_secs() > 3600);
     match s.last_run.as_ref().map(|r| r.result.as_str()) {
+        Some("retrying") => "retrying",
         Some("failed" | "interrupted" | "running") => "failed",
         _ if late => "overdue",
         Some("partial") => "partial",
@@ -415,8 +421,7 @@ fn begin(
     r: &RunArgs,
     what: &str,
 ) -> Result<(LoadedJob, StateDir, jobs::JobLock, Timestamp)> {
-    let jobs = jobs::load(path)?;
-    let j = jobs.get(&r.name)?.clone();
+    let (j, _) = load_one(path, &r.name)?;
     let state = state_dir(ctx);
     let lock = state.lock_job(&r.name)?;
     let started = Timestamp::now();
@@ -433,6 +438,24 @@ fn begin(
     Ok((j, state, lock, started))
 }
 
+/// A job and the jobs file's settings.
+fn load_one(path: &Path, name: &str) -> Result<(LoadedJob, jobs::Settings)> {
+    let jobs = jobs::load(path)?;
+    Ok((jobs.get(name)?.clone(), jobs.settings.clone()))
+}
+
+/// Whether a failed run should be tried again later: its repository could not be
+/// reached (a server down, a network or a drive not there yet).
+fn unreachable(e: &anyhow::Error) -> bool {
+    use backazon_engine::Error;
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<Error>(),
+            Some(Error::Unreachable(_) | Error::NoRepository(_))
+        )
+    })
+}
+
 fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
     let (j, state, _lock, started) = begin(ctx, path, r, "backup")?;
     let mut rec = RunRecord {
@@ -440,6 +463,7 @@ fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
         result: "running".into(),
         trigger: r.trigger.clone(),
         pid: std::process::id(),
+        attempt: (r.attempt > 1).then_some(r.attempt),
         ..Default::default()
     };
     // What the last run covered: this run's progress is shown against it.
@@ -491,9 +515,32 @@ fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
             *code
         }
         Err(e) => {
-            rec.result = "failed".into();
             rec.error = Some(format!("{e:#}"));
-            state.log(&format!("job {}: backup failed: {e:#}", r.name));
+            // By hand, the person sees the failure at once; on a schedule the daemon
+            // tries again before it counts as failed.
+            let delays = load_one(path, &r.name)
+                .map(|(_, s)| s.retry_delays())
+                .unwrap_or_default();
+            let by_hand = matches!(r.trigger.as_str(), "manual" | "console");
+            match delays.get(r.attempt.max(1) as usize - 1) {
+                Some(pause) if unreachable(e) && !by_hand => {
+                    let at = Timestamp::now() + *pause;
+                    rec.result = "retrying".into();
+                    rec.retry_at = Some(at.to_string());
+                    state.log(&format!(
+                        "job {}: backup could not reach its repository (try {} of {}); \
+                         trying again at {}: {e:#}",
+                        r.name,
+                        r.attempt.max(1),
+                        delays.len() + 1,
+                        local_time(at)
+                    ));
+                }
+                _ => {
+                    rec.result = "failed".into();
+                    state.log(&format!("job {}: backup failed: {e:#}", r.name));
+                }
+            }
             0
         }
     };
@@ -514,10 +561,12 @@ fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
         .host
         .clone()
         .unwrap_or_else(backazon_engine::sys::hostname);
-    rec.notify_errors = j
-        .job
-        .notify
-        .finished(&r.name, &host, &rec, notify::Event::of(&rec));
+    if rec.result != "retrying" {
+        rec.notify_errors = j
+            .job
+            .notify
+            .finished(&r.name, &host, &rec, notify::Event::of(&rec));
+    }
     for e in &rec.notify_errors {
         state.log(&format!("job {}: notification failed: {e}", r.name));
     }

@@ -459,7 +459,7 @@ fn run_windows(ctx: &Ctx, command: ServiceCommand) -> Result<u8> {
             let global = ctx.global.clone();
             service::run_as_service(&user, move |signals| {
                 let ctx = Ctx::new(global);
-                super::daemon::run_with(&ctx, signals).unwrap_or_else(|e| {
+                super::daemon::run_with(&ctx, &Default::default(), signals).unwrap_or_else(|e| {
                     // No console: the daemon's own log is where a user looks.
                     state_dir(&ctx).log(&format!("the service could not run the daemon: {e:#}"));
                     1

@@ -44,7 +44,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             field: None,
@@ -52,7 +52,7 @@ impl ApiError {
         }
     }
 
-    fn field(field: &str, message: impl Into<String>) -> ApiError {
+    pub(super) fn field(field: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             field: Some(field.into()),
@@ -82,11 +82,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 /// Runs engine work on a thread of its own (the engine blocks, and its S3 client runs
 /// a runtime of its own that may not start inside the server's).
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> ApiResult<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -133,6 +133,8 @@ fn status_value(c: &Console) -> Value {
         Ok(jobs) => json!({
             "config": c.child.config,
             "daemon": daemon,
+            "tasks": c.tasks.json(),
+            "mounts": super::ops::mounts_json(c),
             "jobs": jobs.jobs.iter().map(|j| {
                 let mut v = job_json(j, &state);
                 v["history"] = json!(state.history(&j.name, jobs::HISTORY_RUNS));
@@ -173,7 +175,7 @@ pub async fn events(
 // ---------------------------------------------------------------------------------------
 // Jobs: read, create, change, remove, run, cancel.
 
-fn load_job(c: &Console, name: &str) -> ApiResult<jobs::LoadedJob> {
+pub(super) fn load_job(c: &Console, name: &str) -> ApiResult<jobs::LoadedJob> {
     let jobs = jobs::load(&c.child.config)?;
     jobs.get(name)
         .cloned()
@@ -324,25 +326,36 @@ pub async fn run_job(
         ));
     }
     let mut cmd = job_command(&c.exe, &c.child, Task::Backup, &name);
-    cmd.arg("--trigger")
-        .arg("console")
-        .arg("--quiet")
+    cmd.arg("--trigger").arg("console");
+    spawn_watched(&c, cmd, &name, Task::Backup)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Starts a job's run process and records it as interrupted if a signal ends it (a
+/// cancel); it records every other ending itself.
+pub(super) fn spawn_watched(
+    c: &Console,
+    mut cmd: std::process::Command,
+    name: &str,
+    task: Task,
+) -> ApiResult<()> {
+    cmd.arg("--quiet")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null());
     let mut child = cmd
         .spawn()
         .map_err(|e| anyhow!("starting {}: {e}", c.exe.display()))?;
     let pid = child.id();
-    let dir = state.0.clone();
+    let (dir, name) = (c.child.state_dir.clone(), name.to_string());
     std::thread::spawn(move || {
         if let Ok(s) = child.wait() {
             if let Some(sig) = crate::sys::ended_by_signal(&s) {
                 let why = format!("ended by signal {sig} (cancelled from the console?)");
-                record_interrupted(&StateDir(dir), &name, Task::Backup, pid, &why);
+                record_interrupted(&StateDir(dir), &name, task, pid, &why);
             }
         }
     });
-    Ok(StatusCode::ACCEPTED)
+    Ok(())
 }
 
 pub async fn cancel_job(
@@ -493,8 +506,8 @@ pub async fn log(State(c): State<Arc<Console>>, Query(q): Query<LogQuery>) -> Js
 
 /// A job's repository opened for browsing, with its index.
 pub struct Opened {
-    repo: Repository,
-    index: Index,
+    pub(super) repo: Repository,
+    pub(super) index: Index,
     /// The job's last finished run when opened: a newer run means a newer index.
     stamp: Option<String>,
 }
@@ -503,7 +516,7 @@ fn stamp(state: &StateDir, name: &str) -> Option<String> {
     state.read(name).last_run.and_then(|r| r.finished)
 }
 
-async fn opened(c: &Arc<Console>, name: &str) -> ApiResult<Arc<Opened>> {
+pub(super) async fn opened(c: &Arc<Console>, name: &str) -> ApiResult<Arc<Opened>> {
     let stamp_now = stamp(&c.state(), name);
     if let Some(o) = c.opened.lock().unwrap().get(name) {
         if o.stamp == stamp_now {

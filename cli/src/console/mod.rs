@@ -6,6 +6,8 @@
 
 mod api;
 mod guard;
+mod ops;
+mod tasks;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,12 +27,14 @@ use crate::jobs::StateDir;
 #[derive(Args)]
 pub struct UiArgs {
     /// Port on 127.0.0.1 (0: any free port)
-    #[arg(long, default_value_t = 4597)]
+    #[arg(long, default_value_t = DEFAULT_PORT)]
     port: u16,
     /// Print the address without opening a browser
     #[arg(long)]
     no_open: bool,
 }
+
+pub const DEFAULT_PORT: u16 = 4597;
 
 /// What every request shares.
 pub(crate) struct Console {
@@ -44,6 +48,19 @@ pub(crate) struct Console {
     exe: PathBuf,
     /// Repositories opened for browsing, per job (their password stretched once).
     opened: Mutex<HashMap<String, Arc<api::Opened>>>,
+    /// Restores and checks started here.
+    tasks: tasks::Tasks,
+    /// Repositories mounted from here, by job.
+    mounts: Mutex<HashMap<String, ops::Mounted>>,
+}
+
+impl Drop for Console {
+    /// Mounts end with the console.
+    fn drop(&mut self) {
+        for (_, m) in self.mounts.lock().unwrap().iter_mut() {
+            m.stop();
+        }
+    }
 }
 
 impl Console {
@@ -60,6 +77,93 @@ fn secret() -> Result<String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
+/// The console serving on threads of its own until dropped.
+pub struct Server {
+    /// The address with its access token.
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Listens on 127.0.0.1:`port` and serves the console for the jobs file and state folder
+/// of `child` (`backazon ui`, or `daemon --ui` beside its scheduler).
+pub fn start(global: &Global, child: ChildArgs, port: u16) -> Result<Server> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = std::net::TcpListener::bind(addr).with_context(|| {
+        format!("listening on {addr} (another console running? choose another --port)")
+    })?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let console = Arc::new(Console {
+        token: secret()?,
+        sessions: Mutex::default(),
+        hosts: vec![format!("127.0.0.1:{port}"), format!("localhost:{port}")],
+        global: global.clone(),
+        child,
+        exe: std::env::current_exe()?,
+        opened: Mutex::default(),
+        tasks: tasks::Tasks::default(),
+        mounts: Mutex::default(),
+    });
+    let url = format!("http://127.0.0.1:{port}/?token={}", console.token);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("console")
+        .enable_all()
+        .build()
+        .context("starting the console's threads")?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("console".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => return crate::ctx::warn(&format!("console: {e}")),
+                };
+                let served = axum::serve(listener, router(console))
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    crate::ctx::warn(&format!("console stopped: {e}"));
+                }
+            });
+            // Streams still open (server-sent events) end with the runtime.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        })?;
+    Ok(Server {
+        url,
+        stop: Some(tx),
+        thread: Some(thread),
+    })
+}
+
+/// Prints the address as the first line of standard output, for scripts and tests, and
+/// opens it in a browser when asked.
+pub fn announce(server: &Server, open: bool) {
+    out!("{}", server.url);
+    if open {
+        if let Err(e) = crate::sys::open_browser(&server.url) {
+            crate::ctx::warn(&format!(
+                "could not open a browser ({e}); open the address above"
+            ));
+        }
+    }
+}
+
 pub fn run(ctx: &Ctx, args: &UiArgs) -> Result<u8> {
     let state = state_dir(ctx);
     let child = ChildArgs {
@@ -67,55 +171,24 @@ pub fn run(ctx: &Ctx, args: &UiArgs) -> Result<u8> {
         state_dir: absolute(&state.0)?,
         cache_dir: ctx.global.cache_dir.clone(),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the console's threads")?;
     let stop = crate::sys::stop_signals()?;
-    rt.block_on(async move {
-        let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-            format!("listening on {addr} (another console running? choose another --port)")
-        })?;
-        let port = listener.local_addr()?.port();
-        let console = Arc::new(Console {
-            token: secret()?,
-            sessions: Mutex::default(),
-            hosts: vec![format!("127.0.0.1:{port}"), format!("localhost:{port}")],
-            global: ctx.global.clone(),
-            child,
-            exe: std::env::current_exe()?,
-            opened: Mutex::default(),
-        });
-        let url = format!("http://127.0.0.1:{port}/?token={}", console.token);
-        // The first line of standard output, for scripts and tests.
-        out!("{url}");
-        ctx.say(format!(
-            "console listening on 127.0.0.1:{port}; jobs file {}; Ctrl-C stops it",
-            console.child.config.display()
-        ));
-        if !args.no_open {
-            if let Err(e) = crate::sys::open_browser(&url) {
-                crate::ctx::warn(&format!(
-                    "could not open a browser ({e}); open the address above"
-                ));
-            }
+    let config = child.config.clone();
+    let server = start(&ctx.global, child, args.port)?;
+    announce(&server, !args.no_open);
+    // On stderr: standard output is the address alone, which scripts read.
+    if !ctx.global.quiet {
+        eprintln!(
+            "console for the jobs in {}; Ctrl-C stops it (running jobs go on)",
+            config.display()
+        );
+    }
+    while let Ok(sig) = stop.recv() {
+        if matches!(sig, crate::sys::Signal::Stop(_)) {
+            break;
         }
-        let app = router(console);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            let _ = stop.recv();
-            let _ = tx.send(());
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-            .context("serving the console")?;
-        Ok(0)
-    })
+    }
+    drop(server);
+    Ok(0)
 }
 
 fn router(console: Arc<Console>) -> Router {
@@ -137,6 +210,15 @@ fn router(console: Arc<Console>) -> Router {
         .route("/api/jobs/{name}/snapshots", get(api::snapshots))
         .route("/api/jobs/{name}/ls", get(api::list_folder))
         .route("/api/jobs/{name}/download", get(api::download))
+        .route("/api/jobs/{name}/restore", post(ops::restore))
+        .route("/api/jobs/{name}/check", post(ops::check))
+        .route("/api/jobs/{name}/prune", post(ops::prune))
+        .route("/api/jobs/{name}/diff", get(ops::diff))
+        .route("/api/jobs/{name}/search", get(ops::search))
+        .route(
+            "/api/jobs/{name}/mount",
+            post(ops::mount).delete(ops::unmount),
+        )
         .route("/api/schedule", get(api::schedule_preview))
         .route("/api/notify-test", post(api::notify_test))
         .route("/api/folders", get(api::folders))

@@ -242,27 +242,35 @@ impl S3Backend {
                 let url = self.url_of(key);
                 let server = self.endpoint_note();
                 match &e {
-                    SdkError::DispatchFailure(d) if d.is_timeout() => Error::Backend(format!(
+                    SdkError::DispatchFailure(d) if d.is_timeout() => Error::Unreachable(format!(
                         "the S3 server{server} did not answer in time to {op} {url} \
                          ({tries} tries): check the network and that the server is up"
                     )),
-                    SdkError::TimeoutError(_) => Error::Backend(format!(
+                    SdkError::TimeoutError(_) => Error::Unreachable(format!(
                         "the S3 server{server} did not answer in time to {op} {url} \
                          ({tries} tries): check the network and that the server is up"
                     )),
-                    SdkError::DispatchFailure(_) => Error::Backend(format!(
+                    SdkError::DispatchFailure(_) => Error::Unreachable(format!(
                         "cannot reach the S3 server{server} to {op} {url}: {} ({tries} \
                          tries): check that the server is running and reachable, and the \
                          endpoint (--s3-endpoint)",
                         root_cause(&e)
                     )),
-                    _ => Error::Backend(format!(
-                        "the S3 server{server} failed to {op} {url}{}: {} ({tries} tries)",
-                        status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
-                        e.message()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| root_cause(&e)),
-                    )),
+                    _ => {
+                        let msg = format!(
+                            "the S3 server{server} failed to {op} {url}{}: {} ({tries} tries)",
+                            status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
+                            e.message()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| root_cause(&e)),
+                        );
+                        // A server error after every retry: it may well answer later.
+                        if status.is_some_and(|s| s >= 500) {
+                            Error::Unreachable(msg)
+                        } else {
+                            Error::Backend(msg)
+                        }
+                    }
                 }
             }
         }

@@ -71,7 +71,7 @@ function enc(s) { return encodeURIComponent(s); }
 // ---- dashboard -----------------------------------------------------------------------
 
 const STATE_TEXT = {
-  running: "running", failed: "failed", overdue: "overdue", partial: "warnings",
+  running: "running", failed: "failed", overdue: "overdue", partial: "warnings", retrying: "retrying",
   ok: "ok", never: "never run",
 };
 
@@ -142,6 +142,7 @@ function jobCard(j) {
     ? [when(last.started), " — ", h("b", {}, last.result),
        last.summary ? h("div", { class: "small" }, last.summary) : null,
        last.error ? h("div", { class: "small error-text" }, last.error) : null,
+       last.retry_at && last.result === "retrying" ? h("div", { class: "small", "data-test": "retry" }, "The repository could not be reached: trying again at " + when(last.retry_at)) : null,
        (last.notify_errors || []).map(e => h("div", { class: "small error-text" }, "Notification failed: " + e))]
     : "never";
   return h("div", { class: "card " + j.state, "data-job": j.name, "data-state": j.state },
@@ -161,7 +162,62 @@ function jobCard(j) {
         : h("button", { class: "primary", "data-test": "run", onclick: () => act(j.name, "run") }, "Run now"),
       h("a", { class: "button", href: `#/job/${enc(j.name)}` }, "Edit"),
       h("a", { class: "button", href: `#/snapshots/${enc(j.name)}` }, "Snapshots")),
+    h("div", { class: "actions maintenance" },
+      h("button", { class: "small", onclick: () => task(j.name, "check", { read_data: false }) }, "Check"),
+      h("button", { class: "small", onclick: () => task(j.name, "check", { read_data: true }) }, "Verify all data"),
+      h("button", { class: "small", disabled: running, onclick: () => act(j.name, "prune") }, "Prune"),
+      status.mounts && status.mounts[j.name]
+        ? h("button", { class: "small", "data-test": "unmount", onclick: () => unmount(j.name) }, `Unmount ${status.mounts[j.name]}`)
+        : h("button", { class: "small", "data-test": "mount", onclick: () => mountDialog(j.name) }, "Mount…")),
+    j.last_prune ? h("div", { class: "small muted" }, `Last prune: ${when(j.last_prune.started)} — ${j.last_prune.result}` +
+      (j.last_prune.summary ? `: ${j.last_prune.summary}` : "") + (j.last_prune.error ? `: ${j.last_prune.error}` : "")) : null,
     chart(j.history || []));
+}
+
+async function task(name, what, body) {
+  try { await api("POST", `/api/jobs/${enc(name)}/${what}`, body); }
+  catch (e) { alert(e.message); }
+}
+
+function dialog(title, ...body) {
+  const modal = document.getElementById("modal");
+  const close = () => { modal.hidden = true; modal.replaceChildren(); };
+  modal.replaceChildren(h("div", { class: "dialog" }, h("h2", {}, title), ...body));
+  modal.hidden = false;
+  return close;
+}
+
+function mountDialog(name) {
+  const point = h("input", { type: "text", name: "mountpoint", placeholder: "an empty folder, or a drive letter (B:) on Windows" });
+  const err = h("div", { class: "err error-text" });
+  const go = h("button", { class: "primary", "data-test": "do-mount", onclick: async () => {
+    go.disabled = true;
+    try { await api("POST", `/api/jobs/${enc(name)}/mount`, { mountpoint: point.value }); close(); }
+    catch (e) { err.textContent = e.message; }
+    go.disabled = false;
+  } }, "Mount");
+  const close = dialog(`Mount every snapshot of ${name}`,
+    h("p", { class: "small" }, "The snapshots appear read-only, by date and by job, with a latest per job; copy files out with your file manager."),
+    point, h("button", { onclick: () => pickFolder(p => (point.value = p)) }, "Choose…"), err,
+    h("div", { class: "actions" }, go, h("button", { onclick: () => close() }, "Cancel")));
+}
+
+async function unmount(name) {
+  try { await api("DELETE", `/api/jobs/${enc(name)}/mount`); } catch (e) { alert(e.message); }
+}
+
+function drawTasks(tasks) {
+  const el = document.getElementById("tasks");
+  const shown = (tasks || []).slice().reverse();
+  el.hidden = !shown.length;
+  el.replaceChildren(...shown.map(t => {
+    const pct = t.total_bytes ? Math.min(100, Math.floor((100 * t.bytes) / t.total_bytes)) : null;
+    return h("div", { class: "task" + (t.error ? " failed" : t.done ? " done" : ""), "data-task": t.kind, "data-done": t.done ? (t.error ? "failed" : "ok") : null },
+      h("b", {}, t.title), " ",
+      t.done ? h("span", { class: t.error ? "error-text" : "ok-text" }, t.error || t.summary)
+        : h("span", { class: "small" }, (pct !== null ? `${pct}% · ` : "") + (t.files ? `${t.files} files, ${bytes(t.bytes)} · ` : "") + (t.step || "")),
+      !t.done ? h("div", { class: "bar" + (pct === null ? " busy" : "") }, h("div", { style: `width:${pct || 0}%` })) : null);
+  }));
 }
 
 async function act(name, what) {
@@ -171,7 +227,7 @@ async function act(name, what) {
 
 function dashboard() {
   if (!status) return;
-  const bad = status.jobs.filter(j => j.state === "failed" || j.state === "overdue");
+  const bad = status.jobs.filter(j => ["failed", "overdue", "retrying"].includes(j.state));
   show(
     h("h1", {}, "Jobs", h("a", { class: "button", href: "#/job/new", "data-test": "new-job" }, "New job")),
     status.error ? h("div", { class: "banner" }, "The jobs file has an error: " + status.error) : null,
@@ -408,6 +464,7 @@ async function snapshotsView(job) {
     const rows = r.snapshots.filter(s => (!onlyJob.checked || s.job === job) &&
       (!q || [s.short, s.host, s.time, when(s.time), ...(s.tags || []), ...(s.paths || [])].join(" ").toLowerCase().includes(q)));
     body.replaceChildren(...rows.slice(0, 1000).map(s => h("tr", { "data-snapshot": s.short },
+      h("td", {}, h("input", { type: "checkbox", "data-test": "pick", value: s.short, onchange: pickChanged })),
       h("td", {}, h("a", { href: `#/browse/${enc(job)}/${s.short}/` }, s.short)),
       h("td", {}, when(s.time)), h("td", {}, s.host), h("td", {}, s.job || "-"),
       h("td", {}, (s.tags || []).join(", ")), h("td", { class: "num" }, s.files),
@@ -416,11 +473,20 @@ async function snapshotsView(job) {
     count.textContent = `${rows.length} of ${r.snapshots.length} snapshots` + (rows.length > 1000 ? " (first 1,000 shown)" : "");
   };
   const count = h("span", { class: "muted" });
+  const compare = h("button", { disabled: true, "data-test": "compare", onclick: () => {
+    const picked = [...body.querySelectorAll("[data-test=pick]:checked")].map(x => x.value);
+    const byTime = picked.map(id => r.snapshots.find(s => s.short === id)).sort((x, y) => x.time.localeCompare(y.time));
+    location.hash = `#/diff/${enc(job)}/${byTime[0].short}/${byTime[1].short}`;
+  } }, "Compare the two ticked");
+  function pickChanged() { compare.disabled = body.querySelectorAll("[data-test=pick]:checked").length !== 2; }
+  const find = h("input", { type: "search", placeholder: "a file name, in every snapshot", "data-test": "search" });
+  const findForm = h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); if (find.value.trim()) location.hash = `#/search/${enc(job)}/${enc(find.value.trim())}`; } },
+    find, h("button", { type: "submit" }, "Find"));
   text.addEventListener("input", draw);
   onlyJob.addEventListener("change", draw);
   show(h("h1", {}, "Snapshots of ", picker),
-    h("div", { class: "filters" }, text, h("label", {}, onlyJob, " only this job's"), count),
-    h("table", {}, h("thead", {}, h("tr", {}, ["Snapshot", "Time", "Host", "Job", "Tags"].map(t => h("th", {}, t)),
+    h("div", { class: "filters" }, text, h("label", {}, onlyJob, " only this job's"), count, compare, findForm),
+    h("table", {}, h("thead", {}, h("tr", {}, ["", "Snapshot", "Time", "Host", "Job", "Tags"].map(t => h("th", {}, t)),
       ["Files", "Size", "Added"].map(t => h("th", { class: "num" }, t)), h("th", {}, "Paths"))), body));
   draw();
 }
@@ -434,7 +500,8 @@ async function browse(job, snap, path) {
   const body = h("tbody", {});
   const more = h("button", { hidden: true, "data-test": "more" }, "Show more");
   const info = h("span", { class: "muted small" });
-  show(h("h1", {}, `Snapshot ${snap}`), crumbs,
+  const restoreButton = h("button", { "data-test": "restore", onclick: () => restoreDialog(job, snap, base === "/" ? "" : base) }, "Restore this folder…");
+  show(h("h1", {}, `Snapshot ${snap}`, restoreButton), crumbs,
     h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", { class: "num" }, "Size"), h("th", {}, "Modified"), h("th", {}, ""))), body),
     h("div", { class: "actions", style: "margin-top:10px" }, more, info));
   let offset = 0;
@@ -462,6 +529,60 @@ async function browse(job, snap, path) {
   }
   more.addEventListener("click", page);
   await page();
+}
+
+function restoreDialog(job, snap, path) {
+  const target = h("input", { type: "text", name: "target", placeholder: "a folder of this computer, like /home/alice/restored" });
+  const overwrite = h("input", { type: "checkbox", name: "overwrite" });
+  const err = h("div", { class: "err error-text" });
+  const go = h("button", { class: "primary", "data-test": "do-restore", onclick: async () => {
+    go.disabled = true;
+    try {
+      await api("POST", `/api/jobs/${enc(job)}/restore`, { snapshot: snap, path, target: target.value, overwrite: overwrite.checked });
+      close();
+    } catch (e) { err.textContent = e.message; }
+    go.disabled = false;
+  } }, "Restore");
+  const close = dialog(`Restore ${path || "/"} from ${snap}`,
+    h("p", { class: "small" }, "Its contents go into the folder you choose; files already there whole are left as they are unless you tick the box."),
+    target, h("button", { onclick: () => pickFolder(p => (target.value = p)) }, "Choose…"),
+    h("label", { class: "check" }, overwrite, " rewrite files that are already there"), err,
+    h("div", { class: "actions" }, go, h("button", { onclick: () => close() }, "Cancel")));
+}
+
+// ---- comparing and searching -----------------------------------------------------
+
+async function diffView(job, a, b) {
+  show(h("h1", {}, `Changes from ${a} to ${b}`), h("p", { class: "muted" }, "Comparing…"));
+  let r;
+  try { r = await api("GET", `/api/jobs/${enc(job)}/diff?a=${enc(a)}&b=${enc(b)}`); }
+  catch (e) { show(h("h1", {}, "Compare"), h("div", { class: "banner" }, e.message)); return; }
+  const part = (key, title) => h("section", { class: "diff", "data-diff": key },
+    h("h2", {}, `${title}: ${r.counts[key]}`),
+    r.counts[key] > r[key].length ? h("p", { class: "small muted" }, `The first ${r[key].length} are listed.`) : null,
+    h("ul", {}, r[key].map(p => h("li", {}, h("code", {}, p)))));
+  show(h("h1", {}, `Changes from ${r.a.id} (${when(r.a.time)}) to ${r.b.id} (${when(r.b.time)})`),
+    h("div", { class: "crumbs" }, h("a", { href: `#/snapshots/${enc(job)}` }, "Snapshots")),
+    part("added", "Added"), part("removed", "Removed"), part("changed", "Changed"));
+}
+
+async function searchView(job, q) {
+  show(h("h1", {}, `Files named like “${q}”`), h("p", { class: "muted" }, "Searching every snapshot…"));
+  let r;
+  try { r = await api("GET", `/api/jobs/${enc(job)}/search?q=${enc(q)}`); }
+  catch (e) { show(h("h1", {}, "Search"), h("div", { class: "banner" }, e.message)); return; }
+  const rows = r.hits.map(x => {
+    const dir = x.path.split("/").slice(0, -1).map(enc).join("/");
+    return h("tr", { "data-hit": x.path },
+      h("td", { class: "name" }, h("a", { href: `#/browse/${enc(job)}/${x.snapshot}${dir}` }, x.path)),
+      h("td", {}, x.snapshot), h("td", {}, when(x.time)),
+      h("td", { class: "num" }, x.type === "file" ? bytes(x.size) : "folder"),
+      h("td", {}, x.type === "file" ? h("a", { href: `/api/jobs/${enc(job)}/download?snapshot=${x.snapshot}&path=${enc(x.path)}`, download: "" }, "Download") : ""));
+  });
+  show(h("h1", {}, `Files named like “${q}”`),
+    h("div", { class: "crumbs" }, h("a", { href: `#/snapshots/${enc(job)}` }, "Snapshots")),
+    h("p", { class: "small muted" }, `${r.hits.length} found` + (r.complete ? " in every snapshot." : " (the search stopped early; narrow it down).")),
+    h("table", {}, h("thead", {}, h("tr", {}, ["Path", "Snapshot", "Time", "Size", ""].map(t => h("th", {}, t)))), h("tbody", {}, rows)));
 }
 
 // ---- log -----------------------------------------------------------------------------
@@ -494,6 +615,8 @@ function render() {
   if (view === "snapshots") return snapshotsView(a);
   if (view === "browse") return browse(a, b, rest.join("/"));
   if (view === "log") return logView();
+  if (view === "diff") return diffView(a, b, rest[0]);
+  if (view === "search") return searchView(a, b);
   show(h("p", {}, "Unknown page. ", h("a", { href: "#/" }, "Back to the dashboard")));
 }
 
@@ -501,6 +624,7 @@ function setStatus(s) {
   status = s;
   const d = document.getElementById("daemon");
   d.textContent = s.daemon ? `daemon running (${s.daemon})` : "daemon not running: scheduled jobs wait until it runs";
+  drawTasks(s.tasks);
   if (!route[0]) dashboard();
 }
 
