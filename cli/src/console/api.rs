@@ -3,9 +3,11 @@
 //! `job remove` change them (comments kept); snapshots are read through the engine.
 //! Engine work runs on threads of its own, never on the server's.
 
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -18,8 +20,9 @@ use axum::Json;
 use backazon_engine::index::Index;
 use backazon_engine::pack::BlobKind;
 use backazon_engine::restore::find_node;
+use backazon_engine::snapshot::SnapshotEntry;
 use backazon_engine::tree::NodeKind;
-use backazon_engine::{Error as EngineError, Repository};
+use backazon_engine::{Error as EngineError, Kind, Repository};
 use futures_util::stream::{self, Stream};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -125,8 +128,9 @@ pub async fn style() -> impl IntoResponse {
 // ---------------------------------------------------------------------------------------
 // Job state: the dashboard.
 
-/// Every job with its state and recent history, as `status --json` plus the history.
-fn status_value(c: &Console) -> Value {
+/// Every job with its state, as `status --json`, and the console's tasks and mounts.
+/// `history`: whether each job's last 90 runs are added.
+fn status_value(c: &Console, history: bool) -> Value {
     let state = c.state();
     let daemon = state.running(DAEMON_LOCK);
     match jobs::load(&c.child.config) {
@@ -137,7 +141,9 @@ fn status_value(c: &Console) -> Value {
             "mounts": super::ops::mounts_json(c),
             "jobs": jobs.jobs.iter().map(|j| {
                 let mut v = job_json(j, &state);
-                v["history"] = json!(state.history(&j.name, jobs::HISTORY_RUNS));
+                if history {
+                    v["history"] = json!(state.history(&j.name, jobs::HISTORY_RUNS));
+                }
                 v
             }).collect::<Vec<_>>(),
         }),
@@ -151,20 +157,40 @@ fn status_value(c: &Console) -> Value {
 }
 
 pub async fn status(State(c): State<Arc<Console>>) -> Json<Value> {
-    Json(status_value(&c))
+    Json(status_value(&c, true))
+}
+
+/// What makes a job's history change: its last finished run.
+fn history_stamp(job: &Value) -> String {
+    job["last_run"]["finished"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// Server-sent events: the status whenever it changes (the state files are looked at
-/// twice a second here, so that the page never polls).
+/// twice a second here, so that the page never polls). A job's history goes with the
+/// first event and again only when a run of it has finished since.
 pub async fn events(
     State(c): State<Arc<Console>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let s = stream::unfold((c, String::new()), |(c, last)| async move {
+    let start = (c, String::new(), HashMap::<String, String>::new());
+    let s = stream::unfold(start, |(c, last, mut sent)| async move {
         loop {
-            let now = status_value(&c).to_string();
+            let mut v = status_value(&c, false);
+            let now = v.to_string();
             if now != last {
-                let ev = Event::default().event("status").data(now.clone());
-                return Some((Ok(ev), (c, now)));
+                let state = c.state();
+                for j in v["jobs"].as_array_mut().into_iter().flatten() {
+                    let name = j["name"].as_str().unwrap_or("").to_string();
+                    let stamp = history_stamp(j);
+                    if sent.get(&name) != Some(&stamp) {
+                        j["history"] = json!(state.history(&name, jobs::HISTORY_RUNS));
+                        sent.insert(name, stamp);
+                    }
+                }
+                let ev = Event::default().event("status").data(v.to_string());
+                return Some((Ok(ev), (c, now, sent)));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -510,6 +536,64 @@ pub struct Opened {
     pub(super) index: Index,
     /// The job's last finished run when opened: a newer run means a newer index.
     stamp: Option<String>,
+    /// The snapshots as last listed.
+    snapshots: Mutex<Option<Arc<Listed>>>,
+}
+
+/// A repository's snapshots: their names, the readable ones oldest first, and a message
+/// for each unreadable one.
+pub(super) struct Listed {
+    names: HashSet<String>,
+    pub list: Vec<SnapshotEntry>,
+    pub problems: Vec<String>,
+}
+
+impl Opened {
+    /// The snapshots, oldest first. Only snapshots not seen before are read: the list
+    /// of names is all a repeated call costs (10,000 snapshots are read once).
+    pub(super) fn snapshots(&self) -> backazon_engine::Result<Arc<Listed>> {
+        let names: HashSet<String> = self
+            .repo
+            .backend()
+            .list(Kind::Snapshot)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let mut cached = self.snapshots.lock().unwrap();
+        if let Some(l) = cached.as_ref().filter(|l| l.names == names) {
+            return Ok(l.clone());
+        }
+        let known: HashMap<String, SnapshotEntry> = cached
+            .take()
+            .map(|l| l.list.iter().map(|s| (s.id.to_hex(), s.clone())).collect())
+            .unwrap_or_default();
+        let mut list = Vec::with_capacity(names.len());
+        let mut problems = Vec::new();
+        let mut new = Vec::new();
+        for name in &names {
+            match known.get(name) {
+                Some(s) => list.push(s.clone()),
+                None => new.push(name.clone()),
+            }
+        }
+        for (name, read) in new.iter().zip(self.repo.read_snapshots(&new)) {
+            let Ok(id) = backazon_engine::Id::from_hex(name) else {
+                continue;
+            };
+            match read {
+                Ok(snapshot) => list.push(SnapshotEntry { id, snapshot }),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        list.sort_by_key(|s| (s.snapshot.timestamp(), s.id));
+        let listed = Arc::new(Listed {
+            names,
+            list,
+            problems,
+        });
+        *cached = Some(listed.clone());
+        Ok(listed)
+    }
 }
 
 fn stamp(state: &StateDir, name: &str) -> Option<String> {
@@ -533,6 +617,7 @@ pub(super) async fn opened(c: &Arc<Console>, name: &str) -> ApiResult<Arc<Opened
                 repo,
                 index,
                 stamp: stamp_now,
+                snapshots: Mutex::default(),
             })
         })
         .await?,
@@ -547,10 +632,11 @@ pub async fn snapshots(
 ) -> ApiResult<Json<Value>> {
     let o = opened(&c, &name).await?;
     blocking(move || {
-        let (mut snaps, problems) = o.repo.snapshots()?;
-        snaps.sort_by(|a, b| b.snapshot.time.cmp(&a.snapshot.time));
+        let snaps = o.snapshots()?;
         let list: Vec<Value> = snaps
+            .list
             .iter()
+            .rev()
             .map(|s| {
                 let sn = &s.snapshot;
                 json!({
@@ -568,7 +654,9 @@ pub async fn snapshots(
                 })
             })
             .collect();
-        Ok(Json(json!({ "snapshots": list, "problems": problems })))
+        Ok(Json(
+            json!({ "snapshots": list, "problems": snaps.problems }),
+        ))
     })
     .await
 }

@@ -404,13 +404,12 @@ pub async fn search(
     }
     let o = opened(&c, &name).await?;
     blocking(move || {
-        let (mut snaps, _) = o.repo.snapshots()?;
-        snaps.sort_by(|a, b| b.snapshot.time.cmp(&a.snapshot.time));
+        let snaps = o.snapshots()?;
         let mut memo = HashMap::new();
         let mut hits = Vec::new();
         let started = std::time::Instant::now();
         let mut complete = true;
-        for s in &snaps {
+        for s in snaps.list.iter().rev() {
             if hits.len() >= FOUND || started.elapsed() > Duration::from_secs(20) {
                 complete = false;
                 break;

@@ -621,6 +621,9 @@ function render() {
 }
 
 function setStatus(s) {
+  // Events carry a job's history only when it changed: keep the one we have.
+  const before = new Map((status ? status.jobs : []).map(j => [j.name, j.history]));
+  for (const j of s.jobs) if (!j.history) j.history = before.get(j.name) || [];
   status = s;
   const d = document.getElementById("daemon");
   d.textContent = s.daemon ? `daemon running (${s.daemon})` : "daemon not running: scheduled jobs wait until it runs";
@@ -629,9 +632,20 @@ function setStatus(s) {
 }
 
 window.addEventListener("hashchange", render);
-window.addEventListener("DOMContentLoaded", async () => {
-  try { setStatus(await api("GET", "/api/status")); } catch (e) { show(h("div", { class: "banner" }, e.message)); }
-  render();
+window.addEventListener("DOMContentLoaded", () => {
+  let heard = false;
   const events = new EventSource("/api/events");
-  events.addEventListener("status", (e) => setStatus(JSON.parse(e.data)));
+  events.addEventListener("status", (e) => {
+    const first = !heard;
+    heard = true;
+    setStatus(JSON.parse(e.data));
+    // Pages other than the dashboard (which setStatus draws) wait for the jobs' list.
+    if (first && route[0]) render();
+  });
+  // The first event renders the page; a console that cannot be reached says why.
+  events.addEventListener("error", async () => {
+    if (heard) return;
+    try { await api("GET", "/api/status"); } catch (e) { show(h("div", { class: "banner" }, e.message)); }
+  });
+  route = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
 });
