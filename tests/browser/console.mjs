@@ -70,8 +70,10 @@ try {
   const st = await page.evaluate(() => fetch("/api/status").then((r) => r.json()));
   if (st.jobs.length !== 0) throw new Error("a job was saved with a wrong password");
 
-  log("save the job");
+  log("test the connection, then save the job");
   await page.fill("input[name=password_command]", env("GOOD_PW_CMD"));
+  await page.click("[data-test=test-repository]");
+  await page.locator("[data-test=repository-result]", { hasText: "opened" }).waitFor();
   await page.screenshot({ path: path.join(SHOTS, "job-editor.png"), fullPage: true });
   await page.click("[data-test=save]");
   const card = page.locator("[data-job=documents]");
@@ -111,6 +113,10 @@ try {
     page.click(`tr[data-entry="${name}"] [data-test=download]`),
   ]);
   await download.saveAs(path.join(DOWNLOADS, name));
+
+  log("download the folder as a zip");
+  const [zip] = await Promise.all([page.waitForEvent("download"), page.click("[data-test=zip]")]);
+  await zip.saveAs(path.join(DOWNLOADS, "folder.zip"));
 
   log("restore a folder to a path, with progress");
   await page.click("[data-test=restore]");

@@ -259,6 +259,16 @@ fn a_job_is_made_run_browsed_and_downloaded_from_in_a_real_browser() {
 
     let got = fs::read(downloads.join("report.bin")).unwrap();
     assert!(got == fs::read(&file).unwrap(), "the download differs");
+    // The zip of the same folder, opened by an ordinary program.
+    let unzipped = env.dir.join("unzipped");
+    let r = Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(downloads.join("folder.zip"))
+        .arg(&unzipped)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_diff_clean(file.parent().unwrap(), &unzipped);
     // The restore of Documents/2026 from the first snapshot.
     assert_diff_clean(file.parent().unwrap(), &restored);
     for shot in ["dashboard.png", "job-editor.png", "snapshot-browser.png"] {

@@ -257,6 +257,13 @@ async fn checked_job(c: &Arc<Console>, name: &str, job: Value) -> ApiResult<Job>
             ));
         }
     }
+    open_check(c, &job, "repository").await?;
+    Ok(job)
+}
+
+/// Opens the job's repository with its password; a failure is named with the field
+/// that caused it (`where_`, or the password's field when the password is refused).
+async fn open_check(c: &Console, job: &Job, where_: &str) -> ApiResult<()> {
     let global = c.global.clone();
     let j = job.clone();
     blocking(move || {
@@ -272,11 +279,46 @@ async fn checked_job(c: &Arc<Console>, name: &str, job: Value) -> ApiResult<Job>
                 "password_command"
             }
         } else {
-            "repository"
+            where_
         };
         ApiError::field(field, e.message)
-    })?;
-    Ok(job)
+    })
+}
+
+/// "Test connection": opens the form's repository, then its replica alone, with the
+/// form's password; says what failed beside its field.
+pub async fn test_repository(
+    State(c): State<Arc<Console>>,
+    Json(form): Json<JobForm>,
+) -> ApiResult<Json<Value>> {
+    let mut job: Job = serde_json::from_value(form.job)
+        .map_err(|e| ApiError::field("repository", e.to_string()))?;
+    // Left empty while editing: the saved job's password source.
+    if job.password_file.is_none() && job.password_command.is_none() {
+        if let Ok(old) = load_job(&c, &form.name) {
+            job.password_file = old.job.password_file;
+            job.password_command = old.job.password_command;
+        }
+    }
+    if job.password_file.is_none() && job.password_command.is_none() {
+        return Err(ApiError::field(
+            "password_file",
+            "give a password file or command",
+        ));
+    }
+    let replica = job.replica.take();
+    open_check(&c, &job, "repository").await?;
+    let mut said = vec![format!("{}: opened", job.repository)];
+    if let Some(r) = replica {
+        let mut alone = job.clone();
+        alone.repository = r.clone();
+        if job.replica_s3_endpoint.is_some() {
+            alone.s3_endpoint = job.replica_s3_endpoint.clone();
+        }
+        open_check(&c, &alone, "replica").await?;
+        said.push(format!("replica {r}: opened"));
+    }
+    Ok(Json(json!({ "ok": said.join("; ") })))
 }
 
 pub async fn create_job(
@@ -750,7 +792,7 @@ pub struct FileQuery {
 }
 
 /// `attachment; filename*=UTF-8''...` for any name.
-fn attachment(name: &str) -> String {
+pub(super) fn attachment(name: &str) -> String {
     let enc: String = name
         .bytes()
         .map(|b| match b {

@@ -210,6 +210,7 @@ fn router(console: Arc<Console>) -> Router {
         .route("/api/jobs/{name}/snapshots", get(api::snapshots))
         .route("/api/jobs/{name}/ls", get(api::list_folder))
         .route("/api/jobs/{name}/download", get(api::download))
+        .route("/api/jobs/{name}/zip", get(ops::download_zip))
         .route("/api/jobs/{name}/restore", post(ops::restore))
         .route("/api/jobs/{name}/check", post(ops::check))
         .route("/api/jobs/{name}/prune", post(ops::prune))
@@ -221,6 +222,7 @@ fn router(console: Arc<Console>) -> Router {
         )
         .route("/api/schedule", get(api::schedule_preview))
         .route("/api/notify-test", post(api::notify_test))
+        .route("/api/test-repository", post(api::test_repository))
         .route("/api/folders", get(api::folders))
         .route("/api/log", get(api::log))
         .layer(axum::middleware::from_fn_with_state(

@@ -10,17 +10,21 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use backazon_engine::index::Index;
-use backazon_engine::restore::{self, RestoreOptions, RestoreProgress};
+use backazon_engine::pack::BlobKind;
+use backazon_engine::restore::{self, find_node, RestoreOptions, RestoreProgress};
 use backazon_engine::tree::{Node, NodeKind};
-use backazon_engine::{Id, Repository};
+use backazon_engine::{Error as EngineError, Id, Repository};
+use futures_util::stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::api::{blocking, load_job, opened, ApiError, ApiResult};
+use super::api::{blocking, load_job, opened, ApiError, ApiResult, Opened};
 use super::Console;
 use crate::commands::job::job_ctx;
 use crate::ctx::Ctx;
@@ -181,6 +185,163 @@ pub async fn prune(
     cmd.arg("--trigger").arg("console");
     super::api::spawn_watched(&c, cmd, &name, Task::Prune)?;
     Ok(StatusCode::ACCEPTED)
+}
+
+// ---------------------------------------------------------------------------------------
+// A folder as a zip.
+
+#[derive(Deserialize)]
+pub struct ZipQuery {
+    snapshot: String,
+    #[serde(default)]
+    path: String,
+}
+
+/// Bytes written by the zip writer, sent on to the response in 256 KiB pieces.
+struct ToBody {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+const PIECE: usize = 256 * 1024;
+
+impl std::io::Write for ToBody {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= PIECE {
+            self.flush()?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let piece = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE)));
+        self.tx
+            .blocking_send(Ok(piece))
+            .map_err(|_| std::io::Error::other("the download was cancelled"))
+    }
+}
+
+/// A zip's time for a node's modification time (zip keeps local time, 1980 to 2107).
+fn zip_time(nanos: i64) -> Option<zip::DateTime> {
+    let t = jiff::Timestamp::from_nanosecond(nanos as i128).ok()?;
+    let d = t.to_zoned(jiff::tz::TimeZone::system()).datetime();
+    zip::DateTime::from_date_and_time(
+        u16::try_from(d.year()).ok()?,
+        d.month() as u8,
+        d.day() as u8,
+        d.hour() as u8,
+        d.minute() as u8,
+        d.second() as u8,
+    )
+    .ok()
+}
+
+/// Writes the folder's files and subfolders into the zip, depth first.
+fn zip_folder<W: std::io::Write>(
+    o: &Opened,
+    zip: &mut zip::ZipWriter<zip::write::StreamWriter<W>>,
+    tree: &Id,
+    prefix: &str,
+    depth: usize,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    if depth >= backazon_engine::MAX_DEPTH {
+        return Ok(());
+    }
+    for n in children(&o.repo, &o.index, tree)? {
+        // The name as restore would write it: never a path of its own.
+        if !n.name.is_safe_component() {
+            continue;
+        }
+        let path = format!("{prefix}{}", n.name.to_string_lossy());
+        let mut opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .unix_permissions(n.mode & 0o777)
+            .large_file(n.size >= u32::MAX as u64);
+        if let Some(t) = zip_time(n.mtime) {
+            opts = opts.last_modified_time(t);
+        }
+        match (n.kind, n.subtree) {
+            (NodeKind::Dir, Some(sub)) => {
+                zip.add_directory(format!("{path}/"), opts)?;
+                zip_folder(o, zip, &sub, &format!("{path}/"), depth + 1)?;
+            }
+            (NodeKind::File, _) => {
+                zip.start_file(path, opts)?;
+                for id in &n.content {
+                    let data = o
+                        .repo
+                        .read_blob(&o.index, BlobKind::Data, id)
+                        .map_err(|e| anyhow::anyhow!("reading chunk {}: {e}", id.short()))?;
+                    zip.write_all(&data)?;
+                }
+            }
+            // Links, devices and the like have no place in a zip a person opens.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A snapshot's folder as a zip, written as it is read: nothing of it is held whole.
+pub async fn download_zip(
+    State(c): State<Arc<Console>>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<ZipQuery>,
+) -> ApiResult<Response> {
+    let o = opened(&c, &name).await?;
+    let path = q.path.trim_end_matches('/').to_string();
+    let (tree, label) = {
+        let (o, path) = (o.clone(), path.clone());
+        blocking(move || {
+            let snap = o.repo.find_snapshot(&q.snapshot)?;
+            let tree = match find_node(&o.repo, &o.index, &snap.snapshot.tree, &path)? {
+                None => snap.snapshot.tree,
+                Some(n) => n.subtree.ok_or_else(|| {
+                    EngineError::NotFound(format!(
+                        "{path} is not a folder in snapshot {}",
+                        snap.id.short()
+                    ))
+                })?,
+            };
+            let last = path
+                .rsplit('/')
+                .next()
+                .filter(|l| !l.is_empty())
+                .unwrap_or("snapshot");
+            Ok((tree, format!("{last}-{}.zip", snap.id.short())))
+        })
+        .await?
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    std::thread::spawn(move || {
+        let sink = ToBody {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(PIECE),
+        };
+        let mut zip = zip::ZipWriter::new_stream(sink);
+        let done = zip_folder(&o, &mut zip, &tree, "", 0)
+            .and_then(|()| Ok(zip.finish()?))
+            .and_then(|w| Ok(std::io::Write::flush(&mut w.into_inner())?));
+        if let Err(e) = done {
+            // The browser sees the download fail rather than a zip cut short.
+            let _ = tx.blocking_send(Err(std::io::Error::other(format!("{e:#}"))));
+        }
+    });
+    let body = Body::from_stream(stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_string()),
+            (header::CONTENT_DISPOSITION, super::api::attachment(&label)),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 // ---------------------------------------------------------------------------------------

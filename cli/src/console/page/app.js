@@ -298,6 +298,9 @@ async function editor(name) {
       field("s3_endpoint", "S3 endpoint", inp("s3_endpoint", job.s3_endpoint, { placeholder: "AWS when empty" })),
       field("s3_region", "S3 region", inp("s3_region", job.s3_region))),
     field("replica", "Replica (optional second copy)", inp("replica", job.replica)),
+    h("div", { class: "actions field" },
+      h("button", { type: "button", "data-test": "test-repository", onclick: testRepository }, "Test connection"),
+      h("span", { class: "small", "data-test": "repository-result" })),
     h("div", { class: "row" },
       field("password_file", "Password file", inp("password_file", job.password_file)),
       field("password_command", "or password command", inp("password_command", "", { placeholder: passwordCommandSet ? "(set; leave empty to keep)" : "" }))),
@@ -318,6 +321,25 @@ async function editor(name) {
     const err = el.querySelector(".err") || form.querySelector(".form-err");
     el.classList.toggle("invalid", !!msg);
     err.textContent = msg || "";
+  }
+
+  async function testRepository() {
+    const said = form.querySelector("[data-test=repository-result]");
+    for (const f of ["repository", "replica", "password_file", "password_command"]) setError(f, null);
+    said.textContent = "Opening…";
+    said.className = "small";
+    const v = k => form.elements[k].value.trim();
+    const j = { repository: v("repository"), paths: ["/"] };
+    for (const k of ["replica", "s3_endpoint", "s3_region", "password_file", "password_command"]) if (v(k)) j[k] = v(k);
+    for (const k of ["replica_s3_endpoint", "s3_path_style"]) if (job[k] !== undefined) j[k] = job[k];
+    try {
+      const r = await api("POST", "/api/test-repository", { name: name || v("name"), job: j });
+      said.textContent = r.ok;
+      said.className = "small ok-text";
+    } catch (e) {
+      said.textContent = "";
+      setError(e.field || "repository", e.message);
+    }
   }
 
   async function save() {
@@ -497,15 +519,16 @@ async function browse(job, snap, path) {
     h("a", { href: `#/snapshots/${enc(job)}` }, "Snapshots"), " / ",
     h("a", { href: `#/browse/${enc(job)}/${snap}/` }, snap),
     parts.map((p, i) => [" / ", h("a", { href: `#/browse/${enc(job)}/${snap}/${parts.slice(0, i + 1).map(enc).join("/")}` }, p)]));
+  const base = "/" + parts.join("/");
   const body = h("tbody", {});
   const more = h("button", { hidden: true, "data-test": "more" }, "Show more");
   const info = h("span", { class: "muted small" });
   const restoreButton = h("button", { "data-test": "restore", onclick: () => restoreDialog(job, snap, base === "/" ? "" : base) }, "Restore this folder…");
-  show(h("h1", {}, `Snapshot ${snap}`, restoreButton), crumbs,
+  const zipLink = h("a", { class: "button", "data-test": "zip", download: "", href: `/api/jobs/${enc(job)}/zip?snapshot=${enc(snap)}&path=${enc(base === "/" ? "" : base)}` }, "Download as zip");
+  show(h("h1", {}, `Snapshot ${snap}`, restoreButton, zipLink), crumbs,
     h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", { class: "num" }, "Size"), h("th", {}, "Modified"), h("th", {}, ""))), body),
     h("div", { class: "actions", style: "margin-top:10px" }, more, info));
   let offset = 0;
-  const base = "/" + parts.join("/");
   async function page() {
     more.disabled = true;
     try {
