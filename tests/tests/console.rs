@@ -27,12 +27,17 @@ struct Ui {
 
 impl Ui {
     fn start(env: &Env, config: &Path, state: &Path) -> Ui {
+        Ui::start_with(env, config, state, &[])
+    }
+
+    fn start_with(env: &Env, config: &Path, state: &Path, extra: &[&std::ffi::OsStr]) -> Ui {
         let mut child = env
             .command()
             .env_remove("BACKAZON_PASSWORD")
             .env("BACKAZON_CONFIG", config)
             .env("BACKAZON_STATE_DIR", state)
             .args(["ui", "--no-open", "--port", "0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -45,6 +50,7 @@ impl Ui {
         let url = first.trim().to_string();
         let rest = url
             .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
             .unwrap_or_else(|| panic!("first line is not the address: {url:?}"));
         let (host, query) = rest.split_once('/').unwrap();
         let token = query.strip_prefix("?token=").unwrap().to_string();
@@ -75,7 +81,41 @@ struct Reply {
 
 /// One HTTP/1.1 request over a fresh connection; `headers` are whole lines.
 fn http(host: &str, method: &str, path: &str, headers: &[String], body: &str) -> Reply {
-    let mut s = TcpStream::connect(host).unwrap();
+    exchange(
+        TcpStream::connect(host).unwrap(),
+        host,
+        method,
+        path,
+        headers,
+        body,
+    )
+}
+
+/// The same over TLS, trusting the test certificate.
+fn https(host: &str, method: &str, path: &str, headers: &[String], body: &str) -> Reply {
+    use rustls::pki_types::pem::PemObject;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(listeners::test_cert()).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tls = rustls::StreamOwned::new(conn, TcpStream::connect(host).unwrap());
+    exchange(tls, host, method, path, headers, body)
+}
+
+fn exchange(
+    mut s: impl Read + Write,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: &str,
+) -> Reply {
     let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if !headers
         .iter()
@@ -96,8 +136,10 @@ fn http(host: &str, method: &str, path: &str, headers: &[String], body: &str) ->
     req.push_str("\r\n");
     req.push_str(body);
     s.write_all(req.as_bytes()).unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    let mut raw = Vec::new();
+    // A TLS peer may end without close_notify; what arrived is what counts.
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
         .split(' ')
@@ -188,6 +230,109 @@ fn without_the_token_nothing_answers_and_cross_site_requests_are_refused() {
     let rebound = [cookie.clone(), "Host: evil.example:80".to_string()];
     assert_eq!(http(h, "GET", "/api/status", &rebound, "").status, 403);
     assert!(!env.dir.join("jobs.toml").exists(), "nothing was saved");
+}
+
+#[test]
+fn served_to_other_computers_it_needs_a_password_and_tls_and_slows_down_guessing() {
+    let env = Env::init("ui-listen");
+    let (config, state) = (env.dir.join("jobs.toml"), env.dir.join("state"));
+    let cert = listeners::test_cert();
+    let key = cert.with_file_name("key.pem");
+    let pw = env.dir.join("ui-pw");
+    fs::write(&pw, "a long console password\n").unwrap();
+    let os = |s: &str| std::ffi::OsString::from(s);
+
+    // Never without both.
+    let r = Run::from_output(env.command().args([
+        os("ui"),
+        os("--no-open"),
+        os("--listen"),
+        os("127.0.0.1:0"),
+        os("--ui-password-file"),
+        pw.clone().into(),
+    ]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("--tls-cert"), "{}", r.stderr);
+    let short = env.dir.join("short");
+    fs::write(&short, "hunter2\n").unwrap();
+    let listen = |pw: &Path| {
+        vec![
+            os("--listen"),
+            os("127.0.0.1:0"),
+            os("--ui-password-file"),
+            pw.as_os_str().to_owned(),
+            os("--tls-cert"),
+            cert.clone().into(),
+            os("--tls-key"),
+            key.clone().into(),
+        ]
+    };
+    let mut short_args = vec![os("ui"), os("--no-open")];
+    short_args.extend(listen(&short));
+    let r = Run::from_output(env.command().args(&short_args));
+    assert!(
+        r.code == 1 && r.stderr.contains("shorter than 12"),
+        "{}",
+        r.stderr
+    );
+
+    let args = listen(&pw);
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let ui = Ui::start_with(&env, &config, &state, &args);
+    assert!(ui.url.starts_with("https://127.0.0.1:"), "{}", ui.url);
+    let h = ui.host.as_str();
+    // Plain HTTP gets nothing.
+    assert_ne!(http(h, "GET", "/api/status", &[], "").status, 200);
+    let r = https(h, "GET", "/", &[], "");
+    assert_eq!(r.status, 303, "{}", r.head);
+    assert!(r.head.contains("location: /login"), "{}", r.head);
+    assert_eq!(https(h, "GET", "/api/status", &[], "").status, 401);
+    let page = https(h, "GET", "/login", &[], "");
+    assert!(
+        page.status == 200 && page.body.contains("type=\"password\""),
+        "{}",
+        page.body
+    );
+
+    // Wrong passwords: each answered later than the one before.
+    let form = ["Content-Type: application/x-www-form-urlencoded".to_string()];
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let r = https(h, "POST", "/login", &form, "password=guess");
+        assert_eq!(r.status, 401, "{}", r.head);
+        assert!(r.body.contains("Wrong password"));
+        waits.push(t.elapsed());
+    }
+    assert!(
+        waits[1] >= Duration::from_millis(450) && waits[2] >= Duration::from_millis(950),
+        "{waits:?}"
+    );
+    let r = https(
+        h,
+        "POST",
+        "/login",
+        &form,
+        "password=a+long+console+password",
+    );
+    assert_eq!(r.status, 303, "{}", r.head);
+    let set = r
+        .head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .unwrap();
+    assert!(set.contains("Secure") && set.contains("HttpOnly"), "{set}");
+    let cookie = format!("Cookie: {}", set.split(';').next().unwrap());
+    let ok = https(h, "GET", "/api/status", std::slice::from_ref(&cookie), "");
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    // State changes still only from the console's own page.
+    let body = r#"{"name":"x","job":{}}"#;
+    let mut own = vec![cookie.clone(), "X-Backazon: 1".into()];
+    own.push(format!("Origin: https://{h}"));
+    assert_eq!(https(h, "POST", "/api/jobs", &own, body).status, 422);
+    own.pop();
+    own.push("Origin: https://evil.example".into());
+    assert_eq!(https(h, "POST", "/api/jobs", &own, body).status, 403);
 }
 
 fn browser_tools() -> (PathBuf, PathBuf) {

@@ -22,6 +22,8 @@ pub struct DaemonArgs {
     /// The console's port on 127.0.0.1
     #[arg(long, default_value_t = crate::console::DEFAULT_PORT)]
     ui_port: u16,
+    #[command(flatten)]
+    listen: crate::console::ListenArgs,
 }
 
 pub fn run(ctx: &Ctx, args: &DaemonArgs) -> Result<u8> {
@@ -45,7 +47,7 @@ pub fn run_with(ctx: &Ctx, args: &DaemonArgs, signals: Receiver<Signal>) -> Resu
     };
     // Served until the daemon stops.
     let _console = if args.ui {
-        let server = crate::console::start(&ctx.global, child.clone(), args.ui_port)?;
+        let server = crate::console::start(&ctx.global, child.clone(), args.ui_port, &args.listen)?;
         crate::console::announce(&server, false);
         Some(server)
     } else {

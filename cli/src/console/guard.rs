@@ -44,17 +44,48 @@ fn cookie_session(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, v)| v)
 }
 
+/// A new session, and the cookie that carries it (`Secure` over TLS); `None` when the
+/// OS gave no random bytes.
+fn new_session(c: &Console) -> Option<String> {
+    let session = super::secret().ok()?;
+    c.sessions.lock().unwrap().insert(session.clone());
+    let secure = if c.remote.is_some() { "; Secure" } else { "" };
+    Some(format!(
+        "{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict{secure}"
+    ))
+}
+
 pub async fn guard(State(c): State<Arc<Console>>, req: Request, next: Next) -> Response {
     let headers = req.headers();
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    if !c.hosts.iter().any(|h| h == host) {
+        .unwrap_or("")
+        .to_string();
+    // On 127.0.0.1 without a password, only this server's own names: a page whose name
+    // is rebound to 127.0.0.1 is refused. With --listen the password guards it, and the
+    // computer's names are not known here.
+    if c.remote.is_none() && !c.hosts.contains(&host) {
         return refuse(
             StatusCode::FORBIDDEN,
             "unknown Host: open the console's own address",
         );
+    }
+    let own = format!(
+        "{}://{host}",
+        if c.remote.is_some() { "https" } else { "http" }
+    );
+    if let Some(o) = headers.get(header::ORIGIN) {
+        if !matches!(*req.method(), Method::GET | Method::HEAD)
+            && o.to_str().ok() != Some(own.as_str())
+        {
+            return refuse(StatusCode::FORBIDDEN, "cross-origin request refused");
+        }
+    }
+    // The sign-in page and its style need no session.
+    let path = req.uri().path().to_string();
+    if c.remote.is_some() && (path == "/login" || path == "/app.css") {
+        return with_headers(next.run(req).await);
     }
     // The printed address: trade its token for a session and drop it from the address bar.
     if let Some(t) = req.uri().query().and_then(|q| {
@@ -65,11 +96,9 @@ pub async fn guard(State(c): State<Arc<Console>>, req: Request, next: Next) -> R
         if !same(&t, &c.token) {
             return refuse(StatusCode::UNAUTHORIZED, "wrong token");
         }
-        let Ok(session) = super::secret() else {
+        let Some(cookie) = new_session(&c) else {
             return refuse(StatusCode::INTERNAL_SERVER_ERROR, "no random bytes");
         };
-        c.sessions.lock().unwrap().insert(session.clone());
-        let cookie = format!("{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict");
         return (
             StatusCode::SEE_OTHER,
             [
@@ -87,18 +116,15 @@ pub async fn guard(State(c): State<Arc<Console>>, req: Request, next: Next) -> R
         .is_some_and(|t| same(t, &c.token));
     let session = cookie_session(headers).is_some_and(|s| c.sessions.lock().unwrap().contains(s));
     if !bearer && !session {
+        if c.remote.is_some() && path == "/" {
+            return (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response();
+        }
         return refuse(
             StatusCode::UNAUTHORIZED,
             "open the address `backazon ui` printed (it holds the access token)",
         );
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        let own = format!("http://{host}");
-        if let Some(o) = headers.get(header::ORIGIN) {
-            if o.to_str().ok() != Some(own.as_str()) {
-                return refuse(StatusCode::FORBIDDEN, "cross-origin request refused");
-            }
-        }
         // A bearer token is never sent by a browser on its own; a cookie is.
         if !bearer && !headers.contains_key(PAGE_HEADER) {
             return refuse(
@@ -107,7 +133,12 @@ pub async fn guard(State(c): State<Arc<Console>>, req: Request, next: Next) -> R
             );
         }
     }
-    let mut resp = next.run(req).await;
+    with_headers(next.run(req).await)
+}
+
+/// What every answer carries: no script, style or frame from elsewhere, no referrer,
+/// nothing cached.
+fn with_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -129,9 +160,82 @@ pub async fn guard(State(c): State<Arc<Console>>, req: Request, next: Next) -> R
     resp
 }
 
+const LOGIN: &str = include_str!("page/login.html");
+
+pub async fn login_page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        LOGIN.replace("{message}", ""),
+    )
+        .into_response()
+}
+
+/// Wrong passwords wait longer and longer before they are answered: 0.5 s after the
+/// first, doubling to at most 30 s, one attempt at a time.
+fn pause_after(failures: u32) -> std::time::Duration {
+    match failures {
+        0 => std::time::Duration::ZERO,
+        n => std::time::Duration::from_millis(500u64 << (n - 1).min(6))
+            .min(std::time::Duration::from_secs(30)),
+    }
+}
+
+/// The sign-in form (`--listen`): the password opens a session.
+pub async fn login(State(c): State<Arc<Console>>, body: String) -> Response {
+    let Some(remote) = &c.remote else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "no sign-in here: open the printed address",
+        );
+    };
+    let given = zeroize::Zeroizing::new(
+        form_urlencoded::parse(body.as_bytes())
+            .find(|(k, _)| k == "password")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default(),
+    );
+    let mut failures = remote.failures.lock().await;
+    tokio::time::sleep(pause_after(*failures)).await;
+    if !same(&given, &remote.password) {
+        *failures += 1;
+        let page = LOGIN.replace(
+            "{message}",
+            r#"<p class="err error-text">Wrong password.</p>"#,
+        );
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            page,
+        )
+            .into_response();
+    }
+    *failures = 0;
+    match new_session(&c) {
+        Some(cookie) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, "/".to_string()),
+                (header::SET_COOKIE, cookie),
+            ],
+        )
+            .into_response(),
+        None => refuse(StatusCode::INTERNAL_SERVER_ERROR, "no random bytes"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wrong_passwords_wait_longer_each_time_up_to_half_a_minute() {
+        assert_eq!(pause_after(0).as_millis(), 0);
+        assert_eq!(pause_after(1).as_millis(), 500);
+        assert_eq!(pause_after(2).as_millis(), 1000);
+        assert_eq!(pause_after(6).as_millis(), 16000);
+        assert_eq!(pause_after(7).as_secs(), 30);
+        assert_eq!(pause_after(50).as_secs(), 30);
+    }
 
     #[test]
     fn tokens_compare_whole() {

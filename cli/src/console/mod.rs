@@ -32,6 +32,77 @@ pub struct UiArgs {
     /// Print the address without opening a browser
     #[arg(long)]
     no_open: bool,
+    #[command(flatten)]
+    listen: ListenArgs,
+}
+
+/// Serving the console to other computers: never without a password and TLS.
+#[derive(Args, Clone, Default)]
+pub struct ListenArgs {
+    /// Listen on this address (like 0.0.0.0:4597) instead of 127.0.0.1, for other
+    /// computers; needs --ui-password-file, --tls-cert and --tls-key
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// The console's password (first line of the file), asked of every browser that
+    /// comes without the printed address
+    #[arg(long, env = "BACKAZON_UI_PASSWORD_FILE")]
+    pub ui_password_file: Option<PathBuf>,
+    /// The TLS certificate chain (PEM) the console shows with --listen
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM)
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// What `--listen` adds: a password and TLS.
+struct Remote {
+    password: zeroize::Zeroizing<String>,
+    tls: tokio_rustls::TlsAcceptor,
+    /// Wrong passwords in a row; each attempt waits on this, so that guesses are slowed
+    /// down however many are sent at once.
+    failures: tokio::sync::Mutex<u32>,
+}
+
+impl Remote {
+    fn from_args(l: &ListenArgs) -> Result<Remote> {
+        let (Some(pw), Some(cert), Some(key)) = (&l.ui_password_file, &l.tls_cert, &l.tls_key)
+        else {
+            anyhow::bail!(
+                "--listen serves the console to other computers: give it a password \
+                 (--ui-password-file) and TLS (--tls-cert and --tls-key)"
+            );
+        };
+        let text = std::fs::read_to_string(pw)
+            .with_context(|| format!("reading the console password from {}", pw.display()))?;
+        let password = zeroize::Zeroizing::new(text.lines().next().unwrap_or("").to_string());
+        if password.chars().count() < 12 {
+            anyhow::bail!(
+                "the console password in {} is shorter than 12 characters: choose a longer one",
+                pw.display()
+            );
+        }
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(cert)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| anyhow::anyhow!("reading the certificate {}: {e}", cert.display()))?;
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| anyhow::anyhow!("reading the private key {}: {e}", key.display()))?;
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("setting up TLS")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the certificate and key do not go together")?;
+        Ok(Remote {
+            password,
+            tls: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            failures: tokio::sync::Mutex::new(0),
+        })
+    }
 }
 
 pub const DEFAULT_PORT: u16 = 4597;
@@ -52,6 +123,8 @@ pub(crate) struct Console {
     tasks: tasks::Tasks,
     /// Repositories mounted from here, by job.
     mounts: Mutex<HashMap<String, ops::Mounted>>,
+    /// Served to other computers (`--listen`).
+    remote: Option<Remote>,
 }
 
 impl Drop for Console {
@@ -96,10 +169,17 @@ impl Drop for Server {
     }
 }
 
-/// Listens on 127.0.0.1:`port` and serves the console for the jobs file and state folder
-/// of `child` (`backazon ui`, or `daemon --ui` beside its scheduler).
-pub fn start(global: &Global, child: ChildArgs, port: u16) -> Result<Server> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+/// Listens on 127.0.0.1:`port` (or `--listen`'s address, with TLS) and serves the
+/// console for the jobs file and state folder of `child` (`backazon ui`, or `daemon --ui`
+/// beside its scheduler).
+pub fn start(global: &Global, child: ChildArgs, port: u16, listen: &ListenArgs) -> Result<Server> {
+    let remote = listen
+        .listen
+        .map(|_| Remote::from_args(listen))
+        .transpose()?;
+    let addr = listen
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)));
     let listener = std::net::TcpListener::bind(addr).with_context(|| {
         format!("listening on {addr} (another console running? choose another --port)")
     })?;
@@ -115,8 +195,12 @@ pub fn start(global: &Global, child: ChildArgs, port: u16) -> Result<Server> {
         opened: Mutex::default(),
         tasks: tasks::Tasks::default(),
         mounts: Mutex::default(),
+        remote,
     });
-    let url = format!("http://127.0.0.1:{port}/?token={}", console.token);
+    let url = match listen.listen {
+        None => format!("http://127.0.0.1:{port}/?token={}", console.token),
+        Some(a) => format!("https://{}:{port}/?token={}", a.ip(), console.token),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("console")
@@ -132,6 +216,9 @@ pub fn start(global: &Global, child: ChildArgs, port: u16) -> Result<Server> {
                     Ok(l) => l,
                     Err(e) => return crate::ctx::warn(&format!("console: {e}")),
                 };
+                if console.remote.is_some() {
+                    return serve_tls(listener, console, rx).await;
+                }
                 let served = axum::serve(listener, router(console))
                     .with_graceful_shutdown(async {
                         let _ = rx.await;
@@ -149,6 +236,38 @@ pub fn start(global: &Global, child: ChildArgs, port: u16) -> Result<Server> {
         stop: Some(tx),
         thread: Some(thread),
     })
+}
+
+/// `--listen`: each connection's TLS handshake, then HTTP/1.1 over it, until `stop`.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    console: Arc<Console>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let Some(acceptor) = console.remote.as_ref().map(|r| r.tls.clone()) else {
+        return;
+    };
+    let app = router(console);
+    loop {
+        let (tcp, _) = tokio::select! {
+            _ = &mut stop => return,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            // A client that never finishes its handshake is let go.
+            let tls =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
+            let Ok(Ok(tls)) = tls.await else { return };
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
+        });
+    }
 }
 
 /// Prints the address as the first line of standard output, for scripts and tests, and
@@ -173,7 +292,7 @@ pub fn run(ctx: &Ctx, args: &UiArgs) -> Result<u8> {
     };
     let stop = crate::sys::stop_signals()?;
     let config = child.config.clone();
-    let server = start(&ctx.global, child, args.port)?;
+    let server = start(&ctx.global, child, args.port, &args.listen)?;
     announce(&server, !args.no_open);
     // On stderr: standard output is the address alone, which scripts read.
     if !ctx.global.quiet {
@@ -194,6 +313,7 @@ pub fn run(ctx: &Ctx, args: &UiArgs) -> Result<u8> {
 fn router(console: Arc<Console>) -> Router {
     Router::new()
         .route("/", get(api::page))
+        .route("/login", get(guard::login_page).post(guard::login))
         .route("/app.js", get(api::script))
         .route("/app.css", get(api::style))
         .route("/api/status", get(api::status))
