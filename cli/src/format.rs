@@ -170,6 +170,74 @@ impl Drop for Ticker {
     }
 }
 
+/// Calls `f` with the time since the start every `period` (the first after one period),
+/// on a thread of its own, until dropped.
+pub struct Repeat {
+    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Repeat {
+    pub fn start(period: Duration, f: impl Fn(Duration) + Send + 'static) -> Repeat {
+        let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let s = stop.clone();
+        let started = Instant::now();
+        let handle = std::thread::spawn(move || {
+            let (lock, cv) = &*s;
+            let mut stopped = lock.lock().unwrap();
+            loop {
+                stopped = cv.wait_timeout(stopped, period).unwrap().0;
+                if *stopped {
+                    return;
+                }
+                f(started.elapsed());
+            }
+        });
+        Repeat {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Repeat {
+    fn drop(&mut self) {
+        *self.stop.0.lock().unwrap() = true;
+        self.stop.1.notify_all();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A progress bar on stderr (indicatif), brought up to date four times a second by
+/// `update` until dropped, then cleared.
+pub struct Bar {
+    bar: indicatif::ProgressBar,
+    _repeat: Repeat,
+}
+
+impl Bar {
+    pub fn start(update: impl Fn(&indicatif::ProgressBar) + Send + 'static) -> Bar {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            None,
+            indicatif::ProgressDrawTarget::stderr_with_hz(4),
+        );
+        let b = bar.clone();
+        update(&bar);
+        Bar {
+            bar,
+            _repeat: Repeat::start(Duration::from_millis(250), move |_| update(&b)),
+        }
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 fn terminal_width() -> usize {
     terminal_size::terminal_size_of(std::io::stderr())
         .map(|(w, _)| w.0 as usize)

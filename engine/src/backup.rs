@@ -32,7 +32,10 @@ use crate::snapshot::{Snapshot, SnapshotEntry, Summary};
 use crate::sys;
 use crate::tree::{Name, Node, NodeKind, Tree};
 
+mod count;
 mod listing;
+
+pub use count::Totals;
 pub use listing::Prescan;
 use listing::{Ahead, Listing, Reader, Ticket};
 
@@ -53,6 +56,29 @@ pub struct Selection {
     /// Leave out directories holding a valid CACHEDIR.TAG.
     pub exclude_caches: bool,
     pub exclude_larger_than: Option<u64>,
+}
+
+impl Selection {
+    /// Whether a folder (as it is read) is left out whole: it holds an
+    /// `exclude_if_present` marker, or a valid CACHEDIR.TAG with `exclude_caches`.
+    pub fn excludes_folder(&self, path: &Path) -> bool {
+        if self
+            .exclude_if_present
+            .iter()
+            .any(|m| path.join(m).symlink_metadata().is_ok())
+        {
+            return true;
+        }
+        if self.exclude_caches {
+            if let Ok(mut f) = File::open(path.join("CACHEDIR.TAG")) {
+                let mut head = [0u8; CACHEDIR_SIGNATURE.len()];
+                if f.read_exact(&mut head).is_ok() && head == CACHEDIR_SIGNATURE {
+                    return true;
+                }
+            }
+        }
+        false
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +137,18 @@ pub struct BackupOptions {
     pub lock_wait: Duration,
     /// Folders listed while the repository was being opened ([`Prescan::start`]).
     pub prescan: Option<Arc<Prescan>>,
+    /// Count the selection on a thread of its own while the backup runs, into
+    /// [`BackupProgress::totals`] (a front end's percentage and time left).
+    pub count_ahead: bool,
+}
+
+/// Stops the count when the backup ends, however it ends.
+struct StopCount<'a>(&'a Totals);
+
+impl Drop for StopCount<'_> {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Relaxed);
+    }
 }
 
 impl BackupOptions {
@@ -130,12 +168,16 @@ impl BackupOptions {
             index_interval: Duration::from_secs(20),
             lock_wait: Duration::from_secs(10 * 60),
             prescan: None,
+            count_ahead: false,
         }
     }
 }
 
 /// Live counters a front end may show while the backup runs, and where warnings go.
 pub struct BackupProgress {
+    /// The selection counted ahead of the readers, when asked for
+    /// ([`BackupOptions::count_ahead`]).
+    pub totals: Arc<Totals>,
     pub files_done: AtomicU64,
     pub bytes_read: AtomicU64,
     pub bytes_done: AtomicU64,
@@ -148,6 +190,7 @@ pub struct BackupProgress {
 impl BackupProgress {
     pub fn new(warn: impl Fn(&str) + Send + Sync + 'static) -> BackupProgress {
         BackupProgress {
+            totals: Arc::default(),
             files_done: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
             bytes_done: AtomicU64::new(0),
@@ -518,24 +561,8 @@ const DIR_BATCH: usize = 64;
 
 impl Walker<'_, '_> {
     fn excluded_dir(&self, path: &Path) -> bool {
-        let sel = self.shared.selection;
-        let path = self.shared.source.read_path(path);
-        if sel
-            .exclude_if_present
-            .iter()
-            .any(|m| path.join(m).symlink_metadata().is_ok())
-        {
-            return true;
-        }
-        if sel.exclude_caches {
-            if let Ok(mut f) = File::open(path.join("CACHEDIR.TAG")) {
-                let mut head = [0u8; CACHEDIR_SIGNATURE.len()];
-                if f.read_exact(&mut head).is_ok() && head == CACHEDIR_SIGNATURE {
-                    return true;
-                }
-            }
-        }
-        false
+        let read = self.shared.source.read_path(path);
+        self.shared.selection.excludes_folder(&read)
     }
 
     fn flush_dirs(&mut self) {
@@ -927,6 +954,7 @@ pub fn backup(
     let time = jiff::Timestamp::now();
     let mut trie = PathTrie::default();
     let mut paths = Vec::new();
+    let mut to_count = Vec::new();
     for p in &opts.paths {
         let abs = normalise(p)?;
         if fs::symlink_metadata(opts.source.read_path(&abs)).is_err() {
@@ -935,6 +963,7 @@ pub fn backup(
                 p.display()
             )));
         }
+        to_count.push(opts.source.read_path(&abs).into_owned());
         paths.push(sys::recorded_path(&abs)?);
         let mut t = &mut trie;
         let steps = sys::recorded_components(&abs)?;
@@ -955,6 +984,13 @@ pub fn backup(
     }
     paths.sort();
     paths.dedup();
+    let _stop_count = StopCount(&progress.totals);
+    // A path inside another selected one is counted with it.
+    to_count.sort();
+    to_count.dedup_by(|inner, outer| inner.starts_with(outer));
+    if opts.count_ahead {
+        count::start(to_count, opts.selection.clone(), progress.totals.clone());
+    }
 
     // Before the index is read: prune must not delete a pack this run may reuse.
     let _lock = crate::lock::lock(repo, false, "backup", opts.lock_wait)?;

@@ -120,10 +120,20 @@ impl Run {
         );
         self
     }
+    /// Standard output as JSON: one document, or (backup's `--json`, status lines a
+    /// second before it) the last line.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
-        })
+        serde_json::from_str(&self.stdout)
+            .or_else(|e| {
+                self.stdout
+                    .lines()
+                    .last()
+                    .and_then(|l| serde_json::from_str(l).ok())
+                    .ok_or(e)
+            })
+            .unwrap_or_else(|e| {
+                panic!("not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+            })
     }
 }
 

@@ -67,6 +67,75 @@ pub struct BackupArgs {
     /// open by other programs are read whole and consistent (needs administrator rights)
     #[arg(long)]
     pub vss: bool,
+    /// Count the selection ahead even with nobody watching the terminal (a job run
+    /// started by hand, whose progress the console shows)
+    #[arg(skip)]
+    pub count_ahead: bool,
+}
+
+/// The terminal's bar: a percentage, the bytes against the whole and the time left once
+/// the selection is counted; until then what was done so far.
+fn show_backup_progress(bar: &indicatif::ProgressBar, p: &BackupProgress) {
+    let t = &p.totals;
+    let counted = t.done.load(Relaxed);
+    let done = p.bytes_done.load(Relaxed);
+    let files = p.files_done.load(Relaxed);
+    let template = if counted {
+        let total = t.bytes.load(Relaxed).max(done).max(1);
+        bar.set_length(total);
+        "[{elapsed_precise}] {percent:>3}% [{bar:20}] {bytes}/{total_bytes}, ETA {eta}  {wide_msg}"
+    } else {
+        "[{elapsed_precise}] {spinner} {bytes} (counting the selection)  {wide_msg}"
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_position(done);
+    let of = if counted {
+        format!("/{}", t.files.load(Relaxed).max(files))
+    } else {
+        String::new()
+    };
+    bar.set_message(format!(
+        "{files}{of} files, {} added, {} errors  {}",
+        bytes(p.bytes_added.load(Relaxed)),
+        p.errors.load(Relaxed),
+        format::printable(&p.current.lock().unwrap().display().to_string(), false)
+    ));
+}
+
+/// `--json`: a status line a second, as restic's (`message_type` "status"), before the
+/// summary line.
+fn progress_event(p: &BackupProgress, elapsed: Duration) -> serde_json::Value {
+    let t = &p.totals;
+    let counted = t.done.load(Relaxed);
+    let done = p.bytes_done.load(Relaxed);
+    let mut v = serde_json::json!({
+        "message_type": "status",
+        "seconds_elapsed": elapsed.as_secs(),
+        "files_done": p.files_done.load(Relaxed),
+        "bytes_done": done,
+        "bytes_read": p.bytes_read.load(Relaxed),
+        "bytes_added": p.bytes_added.load(Relaxed),
+        "error_count": p.errors.load(Relaxed),
+        "current_files": [p.current.lock().unwrap().display().to_string()],
+    });
+    if counted {
+        let total = t.bytes.load(Relaxed).max(done);
+        let fraction = if total == 0 {
+            1.0
+        } else {
+            done as f64 / total as f64
+        };
+        v["total_files"] = t.files.load(Relaxed).into();
+        v["total_bytes"] = total.into();
+        v["percent_done"] = fraction.into();
+        if fraction > 0.0 {
+            let left = elapsed.as_secs_f64() * (1.0 - fraction) / fraction;
+            v["seconds_remaining"] = (left.round() as u64).into();
+        }
+    }
+    v
 }
 
 /// Counters whose warnings go to stderr unless `--quiet`.
@@ -147,21 +216,18 @@ pub fn run_with(
         ParentChoice::Auto
     };
     let progress = progress.unwrap_or_else(|| Arc::new(progress_for(ctx)));
+    // The selection is counted ahead of the readers for a percentage and time left,
+    // when someone watches.
+    opts.count_ahead =
+        args.count_ahead || ctx.show_progress() || (ctx.global.json && !ctx.global.quiet);
     let ticker = ctx.show_progress().then(|| {
         let p = progress.clone();
-        format::Ticker::start(move |elapsed| {
-            let read = p.bytes_read.load(Relaxed);
-            let rate = read as f64 / elapsed.as_secs_f64().max(0.001);
-            format!(
-                "[{}] {} files, {} read ({}/s), {} added, {} errors  {}",
-                duration(elapsed),
-                p.files_done.load(Relaxed),
-                bytes(read),
-                bytes(rate as u64),
-                bytes(p.bytes_added.load(Relaxed)),
-                p.errors.load(Relaxed),
-                p.current.lock().unwrap().display()
-            )
+        format::Bar::start(move |bar| show_backup_progress(bar, &p))
+    });
+    let events = (ctx.global.json && !ctx.global.quiet).then(|| {
+        let p = progress.clone();
+        format::Repeat::start(Duration::from_secs(1), move |elapsed| {
+            out!("{}", progress_event(&p, elapsed))
         })
     });
     // Held until the backup is done: dropping it releases the shadow copies.
@@ -175,6 +241,7 @@ pub fn run_with(
     };
     let result = backup::backup(&repo, &opts, &progress);
     drop(ticker);
+    drop(events);
     let result = result?;
     let snap = &result.snapshot.snapshot;
     let s = &snap.summary;
@@ -246,4 +313,26 @@ pub fn run_with(
         return Ok((EXIT_PARTIAL, result.snapshot));
     }
     Ok((0, result.snapshot))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_events_say_how_far_and_how_long_once_counted() {
+        let p = BackupProgress::new(|_| {});
+        p.bytes_done.store(250, Relaxed);
+        p.files_done.store(3, Relaxed);
+        let v = progress_event(&p, Duration::from_secs(10));
+        assert_eq!(v["message_type"], "status");
+        assert!(v.get("percent_done").is_none(), "{v}");
+        p.totals.bytes.store(1000, Relaxed);
+        p.totals.files.store(9, Relaxed);
+        p.totals.done.store(true, Relaxed);
+        let v = progress_event(&p, Duration::from_secs(10));
+        assert_eq!(v["percent_done"], 0.25);
+        assert_eq!(v["total_files"], 9);
+        assert_eq!(v["seconds_remaining"], 30);
+    }
 }

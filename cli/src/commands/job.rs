@@ -479,7 +479,11 @@ fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
     let jctx = job_ctx(ctx, &j.job);
     let progress = Arc::new(super::backup::progress_for(&jctx));
     let writer = ProgressWriter::start(&state, &r.name, &rec, expected, progress.clone());
-    let outcome = super::backup::run_with(&jctx, backup_args(&r.name, &j.job), Some(progress));
+    let mut args = backup_args(&r.name, &j.job);
+    // Started by a person, who watches it: counted ahead for a true percentage. A
+    // scheduled run is measured against the last run instead, at no cost.
+    args.count_ahead = matches!(r.trigger.as_str(), "manual" | "console");
+    let outcome = super::backup::run_with(&jctx, args, Some(progress));
     drop(writer);
     state.clear_progress(&r.name);
     rec.finished = Some(Timestamp::now().to_string());
@@ -606,7 +610,11 @@ impl ProgressWriter {
                         bytes_read: p.bytes_read.load(Relaxed),
                         bytes_added: p.bytes_added.load(Relaxed),
                         errors: p.errors.load(Relaxed),
-                        expected_bytes,
+                        expected_bytes: if p.totals.done.load(Relaxed) {
+                            Some(p.totals.bytes.load(Relaxed))
+                        } else {
+                            expected_bytes
+                        },
                         current: p.current.lock().unwrap().display().to_string(),
                     };
                     state.write_progress(&job, &now);
