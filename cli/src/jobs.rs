@@ -458,6 +458,9 @@ pub struct RunStats {
     pub bytes_added: u64,
     pub errors: u64,
     pub seconds: f64,
+    /// The repository's packs after the run, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_bytes: Option<u64>,
 }
 
 /// A run in progress, as its process last wrote it (about twice a second).

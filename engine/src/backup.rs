@@ -206,6 +206,9 @@ pub struct BackupResult {
     pub snapshot: SnapshotEntry,
     /// Problems met while loading the index (damaged index objects and the like).
     pub index_problems: Vec<String>,
+    /// The repository's packs after this backup, in bytes: those in storage when it
+    /// started and what it added (for a history of the repository's size).
+    pub repository_bytes: u64,
 }
 
 #[derive(Default)]
@@ -1236,10 +1239,12 @@ pub fn backup(
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         summary,
     };
+    let repository_bytes = loaded.pack_sizes.values().sum::<u64>() + snapshot.summary.bytes_added;
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupResult {
         snapshot: SnapshotEntry { id, snapshot },
         index_problems: loaded.problems,
+        repository_bytes,
     })
 }
 

@@ -132,6 +132,13 @@ try {
   await card.locator("[data-test=progress]", { hasText: "%" }).waitFor();
   await page.locator("[data-job=documents][data-state=ok]").waitFor({ timeout: 120000 });
 
+  log("cancel a run");
+  await card.locator("[data-test=run]").click();
+  await card.locator("[data-test=progress]").waitFor();
+  await card.getByRole("button", { name: "Cancel" }).click();
+  await page.locator("[data-job=documents][data-state=failed]").waitFor({ timeout: 30000 });
+  await card.locator("[data-test=last-run]", { hasText: "interrupted" }).waitFor();
+
   log("compare the two snapshots");
   await card.getByRole("link", { name: "Snapshots" }).click();
   await page.locator("tr[data-snapshot]").nth(1).waitFor();
@@ -148,10 +155,12 @@ try {
   await page.press("[data-test=search]", "Enter");
   await page.locator("tr[data-hit]", { hasText: "report.bin" }).nth(1).waitFor();
 
-  log("check the repository");
+  log("check the repository, and run again after the cancel");
   await page.click("a[data-nav=dashboard]");
   await card.getByRole("button", { name: "Check", exact: true }).click();
   await page.locator("[data-task=check][data-done=ok]").waitFor({ timeout: 60000 });
+  await card.locator("[data-test=run]").click();
+  await page.locator("[data-job=documents][data-state=ok]").waitFor({ timeout: 60000 });
 
   log("mount every snapshot, read a file through the mount, unmount");
   const at = env("MOUNT_AT");
@@ -183,6 +192,9 @@ try {
   await page.fill("input[name='notify.email.server']", "localhost");
   await page.fill("input[name='notify.email.port']", env("SMTP_PORT"));
   await page.fill("input[name='notify.email.ca_file']", env("CA_FILE"));
+  await page.fill("input[name='notify.healthchecks']", env("WEBHOOK").replace(/\/hook$/, "/hc"));
+  // A comment of the person's own in the jobs file outlives the console's edit.
+  fs.appendFileSync(env("CONFIG"), "# kept: a note of my own\n");
   await page.click("[data-test=notify-test]");
   await page.locator("[data-test=notify-result]", { hasText: "Sent." }).waitFor({ timeout: 60000 });
   await page.click("[data-test=save]");

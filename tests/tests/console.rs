@@ -391,6 +391,7 @@ fn a_job_is_made_run_browsed_and_downloaded_from_in_a_real_browser() {
         .env("WEBHOOK", &hook.url)
         .env("SMTP_PORT", smtp.port.to_string())
         .env("CA_FILE", listeners::test_cert())
+        .env("CONFIG", &config)
         .env("RESTORE_TO", &restored)
         .env("MOUNT_AT", &mount_at)
         .env("SHOTS", &shots)
@@ -457,6 +458,11 @@ fn a_job_is_made_run_browsed_and_downloaded_from_in_a_real_browser() {
                 "{v}"
             );
         }
+    }
+    // The healthchecks pings: a start and a failure for the run.
+    for ping in ["POST /hc/start ", "POST /hc/fail "] {
+        hook.wait_for(|h| h.line.starts_with(ping), wait)
+            .unwrap_or_else(|| panic!("no {ping}: {:?}", hook.all()));
     }
     let test_mail = smtp
         .wait_for(|m| m.data.contains("test message for job photos"), wait)

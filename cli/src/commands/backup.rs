@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use backazon_engine::backup::{self, BackupOptions, BackupProgress, ParentChoice, Selection};
+use backazon_engine::backup::{
+    self, BackupOptions, BackupProgress, BackupResult, ParentChoice, Selection,
+};
 use backazon_engine::blob::Compression;
-use backazon_engine::snapshot::SnapshotEntry;
 use clap::Args;
 
 use crate::ctx::{patterns, warn, Ctx, EXIT_PARTIAL};
@@ -148,7 +149,7 @@ pub fn progress_for(ctx: &Ctx) -> BackupProgress {
     })
 }
 
-pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<(u8, SnapshotEntry)> {
+pub fn run(ctx: &Ctx, args: BackupArgs) -> Result<(u8, BackupResult)> {
     run_with(ctx, args, None)
 }
 
@@ -158,7 +159,7 @@ pub fn run_with(
     ctx: &Ctx,
     args: BackupArgs,
     progress: Option<Arc<BackupProgress>>,
-) -> Result<(u8, SnapshotEntry)> {
+) -> Result<(u8, BackupResult)> {
     #[cfg(not(windows))]
     if args.vss {
         anyhow::bail!(
@@ -310,9 +311,9 @@ pub fn run_with(
                 s.errors
             );
         }
-        return Ok((EXIT_PARTIAL, result.snapshot));
+        return Ok((EXIT_PARTIAL, result));
     }
-    Ok((0, result.snapshot))
+    Ok((0, result))
 }
 
 #[cfg(test)]

@@ -488,7 +488,8 @@ fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
     state.clear_progress(&r.name);
     rec.finished = Some(Timestamp::now().to_string());
     let code = match &outcome {
-        Ok((code, snap)) => {
+        Ok((code, done)) => {
+            let snap = &done.snapshot;
             let s = &snap.snapshot.summary;
             rec.exit_code = Some(*code);
             rec.result = if *code == 0 { "success" } else { "partial" }.into();
@@ -508,6 +509,7 @@ fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
                 bytes_added: s.bytes_added,
                 errors: s.errors,
                 seconds: s.duration_seconds,
+                repository_bytes: Some(done.repository_bytes),
             });
             state.log(&format!(
                 "job {}: backup {}: snapshot {}, {}",

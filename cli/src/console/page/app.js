@@ -85,8 +85,10 @@ function chart(history) {
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.setAttribute("preserveAspectRatio", "none");
+  const sizes = runs.map(r => (r.stats && r.stats.repository_bytes) || null).filter(x => x !== null);
+  const minR = Math.min(...sizes), spanR = Math.max(1, Math.max(...sizes) - minR);
   const start = n - runs.length;
-  const pts = [];
+  const pts = [], repo = [];
   runs.forEach((r, i) => {
     const x = (start + i) * bw;
     const bad = !r.stats;
@@ -100,21 +102,26 @@ function chart(history) {
     const title = document.createElementNS(ns, "title");
     title.textContent = `${when(r.started)}: ${r.result}` +
       (r.stats ? `, ${seconds(r.stats.seconds)}, ${bytes(r.stats.bytes_added)} added, ${bytes(r.stats.bytes)} in all` : "") +
+      (r.stats && r.stats.repository_bytes ? `, repository ${bytes(r.stats.repository_bytes)}` : "") +
       (r.error ? `: ${r.error}` : "");
     rect.append(title);
     svg.append(rect);
     if (r.stats) pts.push(`${x + bw / 2},${H - 2 - (r.stats.bytes_added / maxA) * (H - 6)}`);
+    if (r.stats && r.stats.repository_bytes) repo.push(`${x + bw / 2},${H - 2 - ((r.stats.repository_bytes - minR) / spanR) * (H - 6)}`);
   });
-  if (pts.length > 1) {
+  for (const [points, color] of [[pts, "#1d2330"], [repo, "#1f8a4c"]]) {
+    if (points.length < 2) continue;
     const line = document.createElementNS(ns, "polyline");
-    line.setAttribute("points", pts.join(" "));
+    line.setAttribute("points", points.join(" "));
     line.setAttribute("fill", "none");
-    line.setAttribute("stroke", "#1d2330");
+    line.setAttribute("stroke", color);
     line.setAttribute("stroke-width", "1");
     svg.append(line);
   }
+  const last = runs.filter(r => r.stats && r.stats.repository_bytes).pop();
   return h("div", { class: "chart" }, svg,
-    h("div", { class: "small muted" }, `Last ${runs.length} runs: bars are durations (red: failed), the line is data added.`));
+    h("div", { class: "small muted" }, `Last ${runs.length} runs: bars are durations (red: failed), the dark line data added, the green line the repository's size` +
+      (last ? ` (now ${bytes(last.stats.repository_bytes)})` : "") + "."));
 }
 
 function progressView(p) {
