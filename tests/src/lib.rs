@@ -15,6 +15,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod garage;
+pub mod http;
 pub mod link;
 pub mod listeners;
 pub mod proxy;

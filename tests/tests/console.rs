@@ -8,12 +8,12 @@
 #![cfg(target_os = "linux")]
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use backazon_e2e::http::{http, https};
 use backazon_e2e::*;
 
 /// A running `backazon ui`, stopped when dropped.
@@ -70,86 +70,6 @@ impl Drop for Ui {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-/// One HTTP/1.1 request over a fresh connection; `headers` are whole lines.
-fn http(host: &str, method: &str, path: &str, headers: &[String], body: &str) -> Reply {
-    exchange(
-        TcpStream::connect(host).unwrap(),
-        host,
-        method,
-        path,
-        headers,
-        body,
-    )
-}
-
-/// The same over TLS, trusting the test certificate.
-fn https(host: &str, method: &str, path: &str, headers: &[String], body: &str) -> Reply {
-    use rustls::pki_types::pem::PemObject;
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(listeners::test_cert()).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
-    let tls = rustls::StreamOwned::new(conn, TcpStream::connect(host).unwrap());
-    exchange(tls, host, method, path, headers, body)
-}
-
-fn exchange(
-    mut s: impl Read + Write,
-    host: &str,
-    method: &str,
-    path: &str,
-    headers: &[String],
-    body: &str,
-) -> Reply {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers
-        .iter()
-        .any(|h| h.to_lowercase().starts_with("host:"))
-    {
-        req.push_str(&format!("Host: {host}\r\n"));
-    }
-    for h in headers {
-        req.push_str(h);
-        req.push_str("\r\n");
-    }
-    if !body.is_empty() {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    // A TLS peer may end without close_notify; what arrived is what counts.
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Reply {
-        status,
-        head: head.to_string(),
-        body: body.to_string(),
     }
 }
 
@@ -333,6 +253,37 @@ fn served_to_other_computers_it_needs_a_password_and_tls_and_slows_down_guessing
     own.pop();
     own.push("Origin: https://evil.example".into());
     assert_eq!(https(h, "POST", "/api/jobs", &own, body).status, 403);
+}
+
+#[test]
+fn the_daemon_serves_the_console_of_its_own_jobs() {
+    let env = Env::init("ui-daemon");
+    let (config, state) = (env.dir.join("jobs.toml"), env.dir.join("state"));
+    let mut child = env
+        .command()
+        .env("BACKAZON_CONFIG", &config)
+        .env("BACKAZON_STATE_DIR", &state)
+        .args(["daemon", "--ui", "--ui-port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut first).unwrap();
+    let url = first.trim().to_string();
+    let rest = url
+        .strip_prefix("http://127.0.0.1:")
+        .unwrap_or_else(|| panic!("{url}"));
+    let (port, token) = rest.split_once("/?token=").unwrap();
+    let host = format!("127.0.0.1:{port}");
+    let bearer = [format!("Authorization: Bearer {token}")];
+    let r = http(&host, "GET", "/api/status", &bearer, "");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert!(v["daemon"].is_string(), "the daemon is seen running: {v}");
 }
 
 fn browser_tools() -> (PathBuf, PathBuf) {

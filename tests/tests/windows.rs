@@ -5,7 +5,8 @@
 //! file held open without sharing; the jobs file and state in the user's AppData; the
 //! daemon running a due job and catching up a missed one; Ctrl-C; and the messages and
 //! exit codes of a wrong password and a full disk, beside the Linux binary's; and `mount`
-//! on a machine without WinFsp; the daemon as a Windows service.
+//! on a machine without WinFsp; the daemon as a Windows service; the web console making,
+//! running and downloading from a job.
 //!
 //! What Wine cannot show (README, "Windows"): it lists a Unix symlink as its target,
 //! its CreateSymbolicLinkW reports links it does not make, it has no Volume Shadow Copy
@@ -597,6 +598,76 @@ fn the_jobs_file_and_state_live_in_appdata() {
         .as_str()
         .unwrap()
         .ends_with(r"AppData\Roaming\backazon\jobs.toml"));
+}
+
+#[test]
+fn the_console_makes_runs_lists_and_downloads_under_wine() {
+    use backazon_e2e::http::http;
+    let env = Env::init("win-console");
+    let src = env.dir.join("src");
+    let data = Rng::new(7).noise(1_500_000);
+    write(&src.join("docs/report.bin"), &data);
+    let pw = env.dir.join("pw");
+    fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    let (config, state) = (env.dir.join("jobs.toml"), env.dir.join("state"));
+    let mut ui = env
+        .wine_command()
+        .env_remove("BACKAZON_PASSWORD")
+        .args(["--config", &win(&config), "--state-dir", &win(&state)])
+        .args(["ui", "--no-open", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Stop(Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut out = BufReader::new(ui.stdout.take().unwrap());
+    let _ui = Stop(ui);
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let rest = first
+        .trim()
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("{first}"));
+    let (host, token) = rest.split_once("/?token=").unwrap();
+    let auth = [format!("Authorization: Bearer {token}")];
+    assert_eq!(http(host, "GET", "/api/status", &[], "").status, 401);
+
+    // A job made through the API, with Windows paths, in the jobs file the .exe reads.
+    let job = serde_json::json!({
+        "name": "docs",
+        "job": { "repository": win(&env.repo), "paths": [win(&src)], "password_file": win(&pw) },
+    });
+    let r = http(host, "POST", "/api/jobs", &auth, &job.to_string());
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        http(host, "POST", "/api/jobs/docs/run", &auth, "").status,
+        202
+    );
+    wait_until("the console's run", Duration::from_secs(90), || {
+        let r = http(host, "GET", "/api/status", &auth, "");
+        r.body.contains("\"state\":\"ok\"")
+    });
+    let r = http(host, "GET", "/api/jobs/docs/snapshots", &auth, "");
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let snap = v["snapshots"][0]["short"].as_str().unwrap().to_string();
+    // The file as the snapshot records it (`/C/...` on Windows), byte for byte.
+    let path = format!("{}/docs/report.bin", recorded(&src));
+    let r = http(
+        host,
+        "GET",
+        &format!("/api/jobs/docs/download?snapshot={snap}&path={path}"),
+        &auth,
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert!(r.bytes == data, "the download differs from the file");
 }
 
 /// How many snapshots of job `name` the repository holds.

@@ -591,6 +591,26 @@ pub(super) struct Listed {
 }
 
 impl Opened {
+    /// A snapshot (id, unique prefix or `latest`) and the tree of one of its folders
+    /// (`""` for its root).
+    pub(super) fn folder(
+        &self,
+        snapshot: &str,
+        path: &str,
+    ) -> backazon_engine::Result<(SnapshotEntry, backazon_engine::Id)> {
+        let snap = self.repo.find_snapshot(snapshot)?;
+        let tree = match find_node(&self.repo, &self.index, &snap.snapshot.tree, path)? {
+            None => snap.snapshot.tree,
+            Some(n) => n.subtree.ok_or_else(|| {
+                EngineError::NotFound(format!(
+                    "{path} is not a folder in snapshot {}",
+                    snap.id.short()
+                ))
+            })?,
+        };
+        Ok((snap, tree))
+    }
+
     /// The snapshots, oldest first. Only snapshots not seen before are read: the list
     /// of names is all a repeated call costs (10,000 snapshots are read once).
     pub(super) fn snapshots(&self) -> backazon_engine::Result<Arc<Listed>> {
@@ -738,17 +758,8 @@ pub async fn list_folder(
 ) -> ApiResult<Json<Value>> {
     let o = opened(&c, &name).await?;
     blocking(move || {
-        let snap = o.repo.find_snapshot(&q.snapshot)?;
         let path = q.path.trim_end_matches('/').to_string();
-        let tree = match find_node(&o.repo, &o.index, &snap.snapshot.tree, &path)? {
-            None => snap.snapshot.tree,
-            Some(n) => n.subtree.ok_or_else(|| {
-                EngineError::NotFound(format!(
-                    "{path} is not a folder in snapshot {}",
-                    snap.id.short()
-                ))
-            })?,
-        };
+        let (snap, tree) = o.folder(&q.snapshot, &path)?;
         let limit = q.limit.clamp(1, 5000);
         let mut seen = 0usize;
         let mut entries = Vec::new();

@@ -17,9 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use backazon_engine::index::Index;
 use backazon_engine::pack::BlobKind;
-use backazon_engine::restore::{self, find_node, RestoreOptions, RestoreProgress};
+use backazon_engine::restore::{self, RestoreOptions, RestoreProgress};
 use backazon_engine::tree::{Node, NodeKind};
-use backazon_engine::{Error as EngineError, Id, Repository};
+use backazon_engine::{Id, Repository};
 use futures_util::stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -297,16 +297,7 @@ pub async fn download_zip(
     let (tree, label) = {
         let (o, path) = (o.clone(), path.clone());
         blocking(move || {
-            let snap = o.repo.find_snapshot(&q.snapshot)?;
-            let tree = match find_node(&o.repo, &o.index, &snap.snapshot.tree, &path)? {
-                None => snap.snapshot.tree,
-                Some(n) => n.subtree.ok_or_else(|| {
-                    EngineError::NotFound(format!(
-                        "{path} is not a folder in snapshot {}",
-                        snap.id.short()
-                    ))
-                })?,
-            };
+            let (snap, tree) = o.folder(&q.snapshot, &path)?;
             let last = path
                 .rsplit('/')
                 .next()

@@ -40,3 +40,13 @@ pub fn home() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from("/"))
 }
+
+/// Starts a program with no standard input or output of ours, without waiting for it.
+fn spawn_detached(mut cmd: std::process::Command) -> std::io::Result<()> {
+    use std::process::Stdio;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(drop)
+}

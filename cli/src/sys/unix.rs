@@ -186,13 +186,9 @@ pub fn open_browser(url: &str) -> std::io::Result<()> {
     } else {
         "xdg-open"
     };
-    Command::new(opener)
-        .arg(url)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map(drop)
+    let mut cmd = Command::new(opener);
+    cmd.arg(url);
+    super::spawn_detached(cmd)
 }
 
 /// Where the console's folder picker starts: the file system's one root.

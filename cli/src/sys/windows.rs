@@ -110,14 +110,9 @@ pub fn watch_folder(_: &Path, _: &std::ffi::OsStr, _: impl Fn() -> bool + Send +
 
 /// Opens a web address in the user's browser (`start`, through cmd), without waiting.
 pub fn open_browser(url: &str) -> std::io::Result<()> {
-    Command::new("cmd")
-        .args(["/C", "start", ""])
-        .arg(url)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map(drop)
+    let mut cmd = Command::new("cmd");
+    cmd.args(["/C", "start", ""]).arg(url);
+    super::spawn_detached(cmd)
 }
 
 /// Where the console's folder picker starts: the drives that exist (`C:\\`, `D:\\`, ...).

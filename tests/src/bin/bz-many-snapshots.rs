@@ -4,10 +4,10 @@
 //! backup. The password is BACKAZON_PASSWORD.
 //!     bz-many-snapshots REPO COUNT JOBS
 
-#[cfg(not(unix))]
+#[cfg(not(target_os = "linux"))]
 fn main() {}
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let [_, repo, count, jobs] = args.as_slice() else {
