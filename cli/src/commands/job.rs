@@ -420,8 +420,8 @@ fn begin(
     path: &Path,
     r: &RunArgs,
     what: &str,
-) -> Result<(LoadedJob, StateDir, jobs::JobLock, Timestamp)> {
-    let (j, _) = load_one(path, &r.name)?;
+) -> Result<(Begun, StateDir, jobs::JobLock, Timestamp)> {
+    let (j, settings) = load_one(path, &r.name)?;
     let state = state_dir(ctx);
     let lock = state.lock_job(&r.name)?;
     let started = Timestamp::now();
@@ -435,7 +435,13 @@ fn begin(
         };
         *covered = Some(covered.map_or(slot, |l| l.max(slot)));
     })?;
-    Ok((j, state, lock, started))
+    Ok((Begun { job: j, settings }, state, lock, started))
+}
+
+/// A run's job, and the jobs file's settings as they were when it began.
+struct Begun {
+    job: LoadedJob,
+    settings: jobs::Settings,
 }
 
 /// A job and the jobs file's settings.
@@ -457,7 +463,7 @@ fn unreachable(e: &anyhow::Error) -> bool {
 }
 
 fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
-    let (j, state, _lock, started) = begin(ctx, path, r, "backup")?;
+    let (Begun { job: j, settings }, state, _lock, started) = begin(ctx, path, r, "backup")?;
     let mut rec = RunRecord {
         started: started.to_string(),
         result: "running".into(),
@@ -524,9 +530,7 @@ fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
             rec.error = Some(format!("{e:#}"));
             // By hand, the person sees the failure at once; on a schedule the daemon
             // tries again before it counts as failed.
-            let delays = load_one(path, &r.name)
-                .map(|(_, s)| s.retry_delays())
-                .unwrap_or_default();
+            let delays = settings.retry_delays();
             let by_hand = matches!(r.trigger.as_str(), "manual" | "console");
             match delays.get(r.attempt.max(1) as usize - 1) {
                 Some(pause) if unreachable(e) && !by_hand => {
@@ -657,7 +661,7 @@ fn apply_retention(ctx: &Ctx, name: &str, j: &LoadedJob) -> Result<(usize, usize
 }
 
 fn prune_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
-    let (j, state, _lock, started) = begin(ctx, path, r, "prune")?;
+    let (Begun { job: j, .. }, state, _lock, started) = begin(ctx, path, r, "prune")?;
     let jctx = job_ctx(ctx, &j.job);
     let mut rec = RunRecord {
         started: started.to_string(),

@@ -344,6 +344,11 @@ pub struct DiffQuery {
     b: String,
 }
 
+/// Which list of a comparison a path goes to.
+const ADDED: usize = 0;
+const REMOVED: usize = 1;
+const CHANGED: usize = 2;
+
 /// How many paths of each kind a comparison lists (the counts are always whole).
 const LISTED: usize = 2000;
 
@@ -359,8 +364,8 @@ impl Diff {
     fn note(&mut self, which: usize, path: String) {
         self.counts[which] += 1;
         let list = match which {
-            0 => &mut self.added,
-            1 => &mut self.removed,
+            ADDED => &mut self.added,
+            REMOVED => &mut self.removed,
             _ => &mut self.changed,
         };
         if list.len() < LISTED {
@@ -426,7 +431,7 @@ fn diff_trees(
                     index,
                     n,
                     &format!("{path}/{}", n.name.to_string_lossy()),
-                    1,
+                    REMOVED,
                     d,
                 )?;
                 i += 1;
@@ -438,7 +443,7 @@ fn diff_trees(
                     index,
                     n,
                     &format!("{path}/{}", n.name.to_string_lossy()),
-                    0,
+                    ADDED,
                     d,
                 )?;
                 j += 1;
@@ -451,11 +456,11 @@ fn diff_trees(
                         diff_trees(repo, index, &s, &t, &p, d)?
                     }
                     _ if x.kind != y.kind => {
-                        note_all(repo, index, x, &p, 1, d)?;
-                        note_all(repo, index, y, &p, 0, d)?;
+                        note_all(repo, index, x, &p, REMOVED, d)?;
+                        note_all(repo, index, y, &p, ADDED, d)?;
                     }
                     _ if x.content != y.content || x.size != y.size || x.target != y.target => {
-                        d.note(2, p)
+                        d.note(CHANGED, p)
                     }
                     _ => {}
                 }
@@ -491,7 +496,11 @@ pub async fn diff(
             "a": { "id": a.id.short(), "time": a.snapshot.time },
             "b": { "id": b.id.short(), "time": b.snapshot.time },
             "added": d.added, "removed": d.removed, "changed": d.changed,
-            "counts": { "added": d.counts[0], "removed": d.counts[1], "changed": d.counts[2] },
+            "counts": {
+                "added": d.counts[ADDED],
+                "removed": d.counts[REMOVED],
+                "changed": d.counts[CHANGED],
+            },
             "listed": LISTED,
         })))
     })
