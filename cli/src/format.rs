@@ -1,12 +1,13 @@
-//! Human-readable sizes, durations, times and modes, and the one-line progress ticker.
+//! Human-readable sizes, durations, times and modes, and progress on the terminal
+//! (indicatif bars) and as `--json` status lines.
 
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use backazon_engine::progress::{fraction_and_left, StepView, Steps, Unit};
 use backazon_engine::tree::{Node, NodeKind};
+use indicatif::ProgressBar;
 
 /// Text as a terminal may safely be shown it: control characters (an escape sequence in
 /// a file name could retitle, recolour or rewrite the user's terminal) are written as
@@ -128,48 +129,6 @@ pub fn mode_string(n: &Node) -> String {
     s
 }
 
-/// Redraws one status line on stderr four times a second until dropped.
-pub struct Ticker {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Ticker {
-    pub fn start(line: impl Fn(Duration) -> String + Send + 'static) -> Ticker {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let started = Instant::now();
-        let handle = std::thread::spawn(move || {
-            let width = terminal_width();
-            while !s.load(Ordering::Relaxed) {
-                let mut text = line(started.elapsed());
-                if text.chars().count() > width {
-                    text = text.chars().take(width.saturating_sub(1)).collect();
-                }
-                let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r\x1b[K{text}");
-                let _ = err.flush();
-                drop(err);
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            let _ = write!(std::io::stderr(), "\r\x1b[K");
-        });
-        Ticker {
-            stop,
-            handle: Some(handle),
-        }
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 /// Calls `f` with the time since the start every `period` (the first after one period),
 /// on a thread of its own, until dropped.
 pub struct Repeat {
@@ -238,11 +197,162 @@ impl Drop for Bar {
     }
 }
 
-fn terminal_width() -> usize {
-    terminal_size::terminal_size_of(std::io::stderr())
-        .map(|(w, _)| w.0 as usize)
-        .filter(|&w| w > 0)
-        .unwrap_or(100)
+/// Work measured in files and bytes against a whole counted ahead of it (a backup, a
+/// restore): the whole is `None` until the count is done.
+pub struct Counted {
+    pub files: u64,
+    pub bytes: u64,
+    pub whole: Option<(u64, u64)>,
+}
+
+impl Counted {
+    /// The files and bytes of the whole, never less than what is done.
+    fn whole(&self) -> Option<(u64, u64)> {
+        self.whole
+            .map(|(f, b)| (f.max(self.files), b.max(self.bytes)))
+    }
+
+    /// The bar: a percentage, the bytes against the whole and the time left once the
+    /// whole is counted; until then what was done so far. `msg` follows.
+    pub fn show(&self, bar: &ProgressBar, msg: String) {
+        let template = match self.whole() {
+            Some((_, bytes)) => {
+                bar.set_length(bytes.max(1));
+                "[{elapsed_precise}] {percent:>3}% [{bar:20}] {bytes}/{total_bytes}, ETA {eta}  {wide_msg}"
+            }
+            None => "[{elapsed_precise}] {spinner} {bytes} (counting the selection)  {wide_msg}",
+        };
+        set_template(bar, template);
+        bar.set_position(self.bytes);
+        let of = self.whole().map_or(String::new(), |(f, _)| format!("/{f}"));
+        bar.set_message(format!("{}{of} files, {msg}", self.files));
+    }
+
+    /// `--json` status fields: the whole, the share done and the seconds left, once
+    /// counted.
+    pub fn add_fields(&self, v: &mut serde_json::Value, elapsed: Duration) {
+        let Some((files, bytes)) = self.whole() else {
+            return;
+        };
+        v["total_files"] = files.into();
+        v["total_bytes"] = bytes.into();
+        add_fraction(v, fraction_and_left(self.bytes, bytes, elapsed));
+    }
+}
+
+fn add_fraction(v: &mut serde_json::Value, f: Option<(f64, Option<u64>)>) {
+    if let Some((fraction, left)) = f {
+        v["percent_done"] = fraction.into();
+        if let Some(left) = left {
+            v["seconds_remaining"] = left.into();
+        }
+    }
+}
+
+fn set_template(bar: &ProgressBar, template: &str) {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+}
+
+fn amount(n: u64, unit: Unit) -> String {
+    match unit {
+        Unit::Bytes => bytes(n),
+        Unit::Items => n.to_string(),
+    }
+}
+
+/// The bar of a check or a prune: the step, and within it the share done and the time
+/// left once its whole is known.
+pub fn show_step(bar: &ProgressBar, v: &StepView) {
+    let name = printable(&v.step, false);
+    match (v.total, v.fraction_and_left()) {
+        (Some(total), Some((_, left))) => {
+            let eta = left.map_or("--".into(), |s| duration(Duration::from_secs(s)));
+            bar.set_message(format!(
+                "{name}: {}/{}, ETA {eta}",
+                amount(v.done, v.unit),
+                amount(total, v.unit)
+            ));
+            bar.set_length(total);
+            bar.set_position(v.done);
+            set_template(
+                bar,
+                "[{elapsed_precise}] {percent:>3}% [{bar:20}] {wide_msg}",
+            );
+        }
+        _ => {
+            let name = if v.step_number == 0 {
+                "starting".into()
+            } else {
+                name
+            };
+            bar.set_message(format!("{name}…"));
+            set_template(bar, "[{elapsed_precise}] {spinner} {wide_msg}");
+        }
+    }
+}
+
+/// `--json`: a check's or a prune's status line.
+pub fn step_event(v: &StepView, elapsed: Duration) -> serde_json::Value {
+    let mut j = serde_json::json!({
+        "message_type": "status",
+        "seconds_elapsed": elapsed.as_secs(),
+        "step": v.step,
+        "step_number": v.step_number,
+        "unit": v.unit,
+        "done": v.done,
+    });
+    if let Some(total) = v.total {
+        j["total"] = total.into();
+    }
+    add_fraction(&mut j, v.fraction_and_left());
+    j
+}
+
+/// How often `--json` status lines are written: once a second, or
+/// `BACKAZON_PROGRESS_FPS` times a second (as restic's `RESTIC_PROGRESS_FPS`; 0.1 for
+/// one every ten seconds).
+pub fn status_period() -> Duration {
+    std::env::var("BACKAZON_PROGRESS_FPS")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|f| f.is_finite() && *f > 0.0)
+        .map_or(Duration::from_secs(1), |f| {
+            Duration::from_secs_f64((1.0 / f).clamp(0.01, 3600.0))
+        })
+}
+
+/// A check's or a prune's progress where it is wanted: a bar on a terminal, a status
+/// line a second with `--json`, else each step's name on stdout as it begins. Shows
+/// until dropped.
+pub struct StepDisplay {
+    pub steps: Arc<Steps>,
+    _bar: Option<Bar>,
+    _events: Option<Repeat>,
+}
+
+impl StepDisplay {
+    pub fn start(bar: bool, json: bool, lines: bool) -> StepDisplay {
+        let steps = Arc::new(Steps::new(move |step| {
+            if lines {
+                out!("{step}");
+            }
+        }));
+        let shown = steps.clone();
+        let bar = bar.then(|| Bar::start(move |b| show_step(b, &shown.view())));
+        let shown = steps.clone();
+        let events = json.then(|| {
+            Repeat::start(status_period(), move |elapsed| {
+                out!("{}", step_event(&shown.view(), elapsed))
+            })
+        });
+        StepDisplay {
+            steps,
+            _bar: bar,
+            _events: events,
+        }
+    }
 }
 
 #[cfg(test)]

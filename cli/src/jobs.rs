@@ -477,6 +477,9 @@ pub struct RunProgress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_bytes: Option<u64>,
     pub current: String,
+    /// A prune's step, and how far it is (a backup has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<backazon_engine::progress::StepView>,
 }
 
 /// Runs kept in a job's history (`<job>.history`, one JSON record a line).

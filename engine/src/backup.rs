@@ -35,7 +35,8 @@ use crate::tree::{Name, Node, NodeKind, Tree};
 mod count;
 mod listing;
 
-pub use count::Totals;
+use crate::progress::StopCount;
+pub use crate::progress::Totals;
 pub use listing::Prescan;
 use listing::{Ahead, Listing, Reader, Ticket};
 
@@ -140,15 +141,6 @@ pub struct BackupOptions {
     /// Count the selection on a thread of its own while the backup runs, into
     /// [`BackupProgress::totals`] (a front end's percentage and time left).
     pub count_ahead: bool,
-}
-
-/// Stops the count when the backup ends, however it ends.
-struct StopCount<'a>(&'a Totals);
-
-impl Drop for StopCount<'_> {
-    fn drop(&mut self) {
-        self.0.stop.store(true, Relaxed);
-    }
 }
 
 impl BackupOptions {

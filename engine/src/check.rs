@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::id::Id;
 use crate::index::{BlobLocation, Index};
 use crate::pack::{self, BlobKind, PackBlob, TRAILER_LEN};
+use crate::progress::{Steps, Unit};
 use crate::repo::Repository;
 use crate::snapshot::SnapshotEntry;
 use crate::tree::{EntryChecker, NodeKind};
@@ -55,8 +56,9 @@ impl Drop for Scratch {
     }
 }
 
-/// Checks the repository. `on_step` hears what is being done, for a front end to show.
-pub fn check(repo: &Repository, read_data: bool, on_step: &dyn Fn(&str)) -> Result<CheckReport> {
+/// Checks the repository. `steps` hears what is being done and how far it is, for a
+/// front end to show.
+pub fn check(repo: &Repository, read_data: bool, steps: &Steps) -> Result<CheckReport> {
     // The cache holds copies of good objects; check must see what storage holds. Trees
     // are read through a cache of this run's own, filled from storage: a tree pack is
     // read once, not once per tree (5,100 requests to S3 for the kernel tree's trees).
@@ -70,7 +72,7 @@ pub fn check(repo: &Repository, read_data: bool, on_step: &dyn Fn(&str)) -> Resu
         Err(e @ crate::Error::Locked(_)) => return Err(e),
         Err(_) => None,
     };
-    on_step("loading index");
+    steps.begin("loading index", None, Unit::Items);
     let loaded = repo.load_index()?;
     report.errors.extend(loaded.problems.iter().cloned());
     for p in &loaded.unindexed_packs {
@@ -97,6 +99,7 @@ pub fn check(repo: &Repository, read_data: bool, on_step: &dyn Fn(&str)) -> Resu
         .iter()
         .filter(|(_, blobs)| blobs.iter().any(|b| b.kind == BlobKind::Data))
         .count();
+    let tree_blobs = index.count_of(BlobKind::Tree) as u64;
     report.blobs = index.len();
     report.index_objects = loaded.index_objects;
     for p in index.packs() {
@@ -109,13 +112,24 @@ pub fn check(repo: &Repository, read_data: bool, on_step: &dyn Fn(&str)) -> Resu
 
     let mut damaged: HashSet<Id> = HashSet::new();
     if read_data {
-        on_step("reading all data");
-        let (d, bytes) = read_all_packs(repo, index, &mut report.errors);
+        let whole = index
+            .packs()
+            .iter()
+            .filter_map(|p| loaded.pack_sizes.get(p))
+            .sum();
+        steps.begin("reading all data", Some(whole), Unit::Bytes);
+        let (d, bytes) = read_all_packs(repo, index, &mut report.errors, steps);
         damaged = d;
         report.bytes_read = bytes;
     }
 
-    on_step("checking snapshots and trees");
+    // Trees in the index no snapshot uses (forgotten, not yet pruned) are not walked:
+    // the whole is an upper bound, reached when the step ends.
+    steps.begin(
+        "checking snapshots and trees",
+        Some(tree_blobs),
+        Unit::Items,
+    );
     let (snaps, problems) = repo.snapshots()?;
     report.errors.extend(problems);
     report.snapshots = snaps.len();
@@ -129,6 +143,7 @@ pub fn check(repo: &Repository, read_data: bool, on_step: &dyn Fn(&str)) -> Resu
             &s.snapshot.tree,
             "",
             &mut seen_trees,
+            &|| steps.add(1),
             &mut |msg| report.errors.push(msg),
             &mut |path, ids| {
                 if ids.iter().any(|id| !index.contains(id)) {
@@ -140,11 +155,17 @@ pub fn check(repo: &Repository, read_data: bool, on_step: &dyn Fn(&str)) -> Resu
             },
         );
     }
+    steps.finish();
     report.trees = seen_trees.len();
     report.errors.append(&mut bad_files);
 
     if !damaged.is_empty() {
         // Name every file in every snapshot whose data is damaged.
+        steps.begin(
+            "naming the damaged files",
+            Some(snaps.len() as u64),
+            Unit::Items,
+        );
         let mut affected = Vec::new();
         for s in &snaps {
             let mut no_dedup = HashSet::new();
@@ -155,6 +176,7 @@ pub fn check(repo: &Repository, read_data: bool, on_step: &dyn Fn(&str)) -> Resu
                 &s.snapshot.tree,
                 "",
                 &mut no_dedup,
+                &|| {},
                 &mut |_| {},
                 &mut |path, ids| {
                     if affected.len() < MAX_AFFECTED && ids.iter().any(|id| damaged.contains(id)) {
@@ -165,6 +187,7 @@ pub fn check(repo: &Repository, read_data: bool, on_step: &dyn Fn(&str)) -> Resu
                     }
                 },
             );
+            steps.add(1);
         }
         report.errors.extend(affected);
     }
@@ -181,6 +204,7 @@ fn walk(
     tree_id: &Id,
     path: &str,
     seen: &mut HashSet<Id>,
+    on_tree: &dyn Fn(),
     on_error: &mut dyn FnMut(String),
     on_file: &mut dyn FnMut(&str, &[Id]),
 ) {
@@ -189,6 +213,7 @@ fn walk(
         if !seen.insert(tree_id) {
             continue;
         }
+        on_tree();
         // Entry by entry: a folder of millions of entries is never held whole.
         let mut checker = EntryChecker::default();
         let mut subs = Vec::new();
@@ -235,6 +260,7 @@ fn read_all_packs(
     repo: &Repository,
     index: &Index,
     errors: &mut Vec<String>,
+    steps: &Steps,
 ) -> (HashSet<Id>, u64) {
     let groups = index.blobs_by_pack();
     let next = Mutex::new(groups.iter());
@@ -250,6 +276,7 @@ fn read_all_packs(
                 };
                 let (bad, mut msgs, n) = check_pack(repo, pack, blobs);
                 bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                steps.add(n);
                 damaged.lock().unwrap().extend(bad);
                 errs.lock().unwrap().append(&mut msgs);
             });

@@ -162,6 +162,11 @@ impl Index {
         self.entries.is_empty()
     }
 
+    /// How many blobs of this kind are indexed.
+    pub fn count_of(&self, kind: BlobKind) -> usize {
+        self.entries.iter().filter(|e| e.kind == kind).count()
+    }
+
     /// Every blob with its location, grouped by pack in pack order.
     pub fn blobs_by_pack(&self) -> Vec<(Id, Vec<PackBlob>)> {
         let mut groups: Vec<Vec<PackBlob>> = vec![Vec::new(); self.packs.len()];

@@ -21,6 +21,7 @@ pub mod lock;
 pub mod names;
 pub mod pack;
 pub mod paged;
+pub mod progress;
 pub mod prune;
 pub mod repo;
 pub mod restore;

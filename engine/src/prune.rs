@@ -15,6 +15,7 @@ use crate::id::{Id, IdHashBuilder};
 use crate::index::Index;
 use crate::lock;
 use crate::pack::{BlobKind, PackBlob, PackBuilder};
+use crate::progress::{Steps, Unit};
 use crate::repo::Repository;
 use crate::tree::NodeKind;
 
@@ -70,6 +71,7 @@ fn used_blobs(
     index: &Index,
     roots: &[Id],
     report: &mut PruneReport,
+    steps: &Steps,
 ) -> Result<HashSet<Id, IdHashBuilder>> {
     let mut used: HashSet<Id, IdHashBuilder> = HashSet::default();
     let mut stack: Vec<Id> = Vec::new();
@@ -79,6 +81,7 @@ fn used_blobs(
         }
     }
     while let Some(t) = stack.pop() {
+        steps.add(1);
         let tree = repo.read_tree(index, &t).map_err(|e| {
             Error::Invalid(format!(
                 "cannot read tree {t} ({e}); prune stops without deleting anything: run `backazon check`"
@@ -104,8 +107,9 @@ fn used_blobs(
 /// Temporary files of keys and locks older than this are leftovers of dead writers.
 pub const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
 
-/// Prunes, or with `dry_run` only says what it would do. `say` gets progress lines.
-pub fn prune(repo: &Repository, opts: &PruneOptions, say: &dyn Fn(&str)) -> Result<PruneReport> {
+/// Prunes, or with `dry_run` only says what it would do. `steps` hears what is being
+/// done and how far it is.
+pub fn prune(repo: &Repository, opts: &PruneOptions, steps: &Steps) -> Result<PruneReport> {
     let _lock = if opts.dry_run {
         None
     } else {
@@ -116,6 +120,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, say: &dyn Fn(&str)) -> Resu
         dry_run: opts.dry_run,
         ..Default::default()
     };
+    steps.begin("loading index", None, Unit::Items);
     let old_index_objects: Vec<String> = backend
         .list(Kind::Index)?
         .into_iter()
@@ -137,9 +142,16 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, say: &dyn Fn(&str)) -> Resu
         )));
     }
     report.snapshots = snaps.len();
-    say(&format!("finding the data {} snapshots use", snaps.len()));
+    // Trees no snapshot uses any more are not walked: the whole is an upper bound.
+    let trees = index.count_of(BlobKind::Tree) as u64;
+    steps.begin(
+        &format!("finding the data {} snapshots use", snaps.len()),
+        Some(trees),
+        Unit::Items,
+    );
     let roots: Vec<Id> = snaps.iter().map(|s| s.snapshot.tree).collect();
-    let used = used_blobs(repo, index, &roots, &mut report)?;
+    let used = used_blobs(repo, index, &roots, &mut report, steps)?;
+    steps.finish();
     report.blobs_used = used.len();
 
     // Which packs stay as they are, which go, which are repacked. A blob stored in
@@ -227,14 +239,6 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, say: &dyn Fn(&str)) -> Resu
         .iter()
         .map(|(p, _)| loaded.pack_sizes.get(p).copied().unwrap_or(0))
         .sum();
-    say(&format!(
-        "{} packs: {} unused, {} to repack ({:.1} MiB to copy), {} kept",
-        report.packs_before,
-        remove.len(),
-        repack.len(),
-        to_copy as f64 / 1048576.0,
-        keep.len()
-    ));
     if opts.dry_run {
         report.bytes_copied = to_copy;
         report.packs_after = keep.len() + (to_copy > 0) as usize;
@@ -246,6 +250,17 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, say: &dyn Fn(&str)) -> Resu
     let mut new_packs: Vec<(Id, Vec<PackBlob>)> = Vec::new();
     let pack_size = repo.config().pack_size;
     let mut builders: HashMap<BlobKind, PackBuilder> = HashMap::new();
+    steps.begin(
+        &format!(
+            "copying the used data of {} of {} packs ({} to remove whole, {} kept)",
+            repack.len(),
+            report.packs_before,
+            remove.len(),
+            keep.len()
+        ),
+        Some(to_copy),
+        Unit::Bytes,
+    );
     let flush = |b: &mut PackBuilder, new_packs: &mut Vec<(Id, Vec<PackBlob>)>| -> Result<()> {
         if b.is_empty() {
             return Ok(());
@@ -300,6 +315,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, say: &dyn Fn(&str)) -> Resu
                 .or_insert_with(|| PackBuilder::new(b.kind));
             builder.add(b.id, b.raw_length as usize, &stored);
             report.bytes_copied += stored.len() as u64;
+            steps.add(stored.len() as u64);
             if builder.len() >= pack_size {
                 flush(builder, &mut new_packs)?;
             }
@@ -309,23 +325,43 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, say: &dyn Fn(&str)) -> Resu
         flush(b, &mut new_packs)?;
     }
     report.packs_written = new_packs.len();
-    say(&format!("wrote {} new packs", new_packs.len()));
 
     // 2. The new index: every kept pack and every new one (packs are durable first).
     backend.flush()?;
     let mut all: Vec<(Id, Vec<PackBlob>)> = keep;
     all.extend(new_packs);
     let mut new_names = HashSet::new();
-    for chunk in all.chunks(opts.packs_per_index.max(1)) {
+    let per_index = opts.packs_per_index.max(1);
+    steps.begin(
+        "writing the new index",
+        Some(all.len().div_ceil(per_index) as u64),
+        Unit::Items,
+    );
+    for chunk in all.chunks(per_index) {
         new_names.insert(repo.write_index(chunk)?.to_hex());
         report.index_objects_written += 1;
+        steps.add(1);
     }
+    let old: Vec<&String> = old_index_objects
+        .iter()
+        .filter(|n| !new_names.contains(*n))
+        .collect();
+    let packs_gone = remove.len() + repack.len();
+    steps.begin(
+        &format!(
+            "removing {} old index objects and {packs_gone} packs",
+            old.len()
+        ),
+        Some((old.len() + packs_gone) as u64),
+        Unit::Items,
+    );
     // 3. The old index objects (a blob named by both old and new is found either way).
-    for name in old_index_objects.iter().filter(|n| !new_names.contains(*n)) {
+    for name in old {
         match backend.remove(Kind::Index, name) {
             Ok(()) | Err(Error::NotFound(_)) => report.index_objects_removed += 1,
             Err(e) => return Err(e),
         }
+        steps.add(1);
     }
     // 4. Only now the packs: nothing in the index names them any more.
     for p in remove.iter().chain(repack.iter().map(|(p, _)| p)) {
@@ -333,6 +369,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, say: &dyn Fn(&str)) -> Resu
             Ok(()) | Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
+        steps.add(1);
     }
     // What interrupted writers left. Packs, index and snapshot objects are written only
     // under a lock (backup: shared, prune: exclusive); this prune holds the exclusive
@@ -340,6 +377,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, say: &dyn Fn(&str)) -> Resu
     // age. (`replica sync` copies without a lock, needing no password: one it is
     // writing at this moment fails and is copied on its next run.) Keys and locks are
     // written without one: theirs go after an hour.
+    steps.begin("removing what interrupted writes left", None, Unit::Items);
     let (n, bytes) =
         backend.remove_leftovers(&[Kind::Pack, Kind::Index, Kind::Snapshot], LEFTOVER_AGE)?;
     report.temporary_files_removed = n;

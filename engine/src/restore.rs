@@ -27,6 +27,7 @@ use crate::id::Id;
 use crate::index::Index;
 use crate::names::{self, Renamed};
 use crate::pack::BlobKind;
+use crate::progress::{StopCount, Totals};
 use crate::repo::Repository;
 use crate::sys;
 use crate::tree::{Name, Node, NodeKind, Tree};
@@ -44,6 +45,9 @@ pub struct RestoreOptions {
     pub overwrite: bool,
     /// Count what would be restored, writing nothing.
     pub dry_run: bool,
+    /// Count the selection on a thread of its own while the restore runs, into
+    /// [`RestoreProgress::totals`] (a front end's percentage and time left).
+    pub count_ahead: bool,
 }
 
 impl RestoreOptions {
@@ -58,14 +62,18 @@ impl RestoreOptions {
             owners: sys::can_restore_owners(),
             overwrite: false,
             dry_run: false,
+            count_ahead: false,
         }
     }
 }
 
 pub struct RestoreProgress {
+    /// Files restored or found already there whole, and their bytes.
     pub files_done: AtomicU64,
     pub bytes_done: AtomicU64,
     pub errors: AtomicU64,
+    /// The selection's whole, with [`RestoreOptions::count_ahead`].
+    pub totals: Totals,
     warn: Box<dyn Fn(&str) + Send + Sync>,
 }
 
@@ -75,6 +83,7 @@ impl RestoreProgress {
             files_done: AtomicU64::new(0),
             bytes_done: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            totals: Totals::default(),
             warn: Box::new(warn),
         }
     }
@@ -573,12 +582,9 @@ impl Restorer<'_> {
         let mut path_bytes = snap_path.as_bytes().to_vec();
         path_bytes.push(b'/');
         path_bytes.extend_from_slice(&name.0);
-        if any_matches(&self.opts.exclude, &path_bytes) {
+        let Some(inc) = selected(self.opts, &path_bytes, included) else {
             return;
-        }
-        let inc = included
-            || self.opts.include.is_empty()
-            || any_matches(&self.opts.include, &path_bytes);
+        };
         let stored = place
             .as_ref()
             .map_or(name.0.as_slice(), |(n, _)| n.as_slice());
@@ -647,6 +653,9 @@ impl Restorer<'_> {
                 let fresh = stack.last().map_or(self.target_fresh, |d| d.fresh);
                 if !fresh && !self.opts.overwrite && intact(&target, node, size) {
                     self.summary.unchanged += 1;
+                    // Done as much as a file written: what the count ahead counts.
+                    self.progress.files_done.fetch_add(1, Relaxed);
+                    self.progress.bytes_done.fetch_add(size, Relaxed);
                     return;
                 }
                 if !self.fits(size) {
@@ -703,6 +712,80 @@ impl Restorer<'_> {
     }
 }
 
+/// Whether an entry at `path` (in the snapshot) is walked, and if so whether it is
+/// restored (`Some(true)`) or only looked into for included entries (`Some(false)`).
+/// `included`: its folder is restored.
+fn selected(opts: &RestoreOptions, path: &[u8], included: bool) -> Option<bool> {
+    if any_matches(&opts.exclude, path) {
+        return None;
+    }
+    Some(included || opts.include.is_empty() || any_matches(&opts.include, path))
+}
+
+/// Counts the files (and their bytes) a restore of `start` (`None`: the whole snapshot
+/// `root`) will write, into `totals`, the way the restore selects them; hard links once.
+/// Trees are read through the cache the restore fills, so the count costs little.
+fn count(
+    repo: &Repository,
+    index: &Index,
+    root: &Id,
+    start: &Option<Node>,
+    snap_base: &str,
+    opts: &RestoreOptions,
+    totals: &Totals,
+) {
+    let mut links = HashSet::new();
+    let mut add = |n: &Node| {
+        if n.links > 1 && !links.insert((n.device, n.inode)) {
+            return;
+        }
+        totals.files.fetch_add(1, Relaxed);
+        let size = index.bytes_of(&n.content).unwrap_or(n.size);
+        totals.bytes.fetch_add(size, Relaxed);
+    };
+    let mut todo = match start {
+        None => vec![(*root, Vec::new(), false, 0)],
+        Some(n) => match n.subtree {
+            Some(sub) if n.kind == NodeKind::Dir => {
+                vec![(sub, snap_base.as_bytes().to_vec(), false, 0)]
+            }
+            _ => {
+                if n.kind == NodeKind::File {
+                    add(n);
+                }
+                Vec::new()
+            }
+        },
+    };
+    while let Some((tree, path, included, depth)) = todo.pop() {
+        let mut subs = Vec::new();
+        let read = repo.for_each_tree_node(index, &tree, &mut |n| {
+            if totals.stop.load(Relaxed) {
+                return Err(Error::Invalid("stopped".into()));
+            }
+            let mut p = path.clone();
+            p.push(b'/');
+            p.extend_from_slice(&n.name.0);
+            match (n.kind, selected(opts, &p, included)) {
+                (_, None) => {}
+                (NodeKind::Dir, Some(inc)) => {
+                    if let Some(sub) = n.subtree.filter(|_| depth + 1 < crate::MAX_DEPTH) {
+                        subs.push((sub, p, inc, depth + 1));
+                    }
+                }
+                (NodeKind::File, Some(true)) => add(&n),
+                _ => {}
+            }
+            Ok(())
+        });
+        if read.is_err() && totals.stop.load(Relaxed) {
+            return;
+        }
+        todo.extend(subs.into_iter().rev());
+    }
+    totals.done.store(true, Relaxed);
+}
+
 /// Restores `path` ("" or "/" for everything) of the snapshot whose root tree is `root`
 /// into `opts.target`. A folder's contents go into the target; a single file goes into
 /// the target under its own name.
@@ -745,6 +828,11 @@ pub fn restore(
     let (tx, rx) = sync_channel::<Vec<FileJob>>(if remote { 1 } else { threads * 2 });
     let rx = Mutex::new(rx);
     std::thread::scope(|s| {
+        let _stop_count = StopCount(&progress.totals);
+        if opts.count_ahead {
+            let (start, snap_base) = (&start, &snap_base);
+            s.spawn(move || count(repo, index, root, start, snap_base, opts, &progress.totals));
+        }
         if remote {
             // Where each read is a request: large batches, each restored pack by pack
             // (`packs`), while the walk goes on to the next.

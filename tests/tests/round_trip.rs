@@ -372,3 +372,116 @@ fn a_repository_written_by_0_1_0_restores_byte_for_byte() {
     with(&["backup", more.to_str().unwrap()]).ok();
     with(&["check", "--read-data"]).ok();
 }
+
+/// `--json` status lines of `--json` output (`message_type` "status"), in order.
+fn status_lines(r: &Run) -> Vec<serde_json::Value> {
+    r.stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message_type"] == "status")
+        .collect()
+}
+
+#[test]
+fn backup_restore_check_and_prune_report_how_far_they_are() {
+    let mut env = Env::init("progress");
+    // Status lines every 5 ms: even a short run writes several.
+    env.extra_env
+        .push(("BACKAZON_PROGRESS_FPS".into(), "200".into()));
+    let src = env.dir.join("src");
+    let mut rng = Rng::new(21);
+    for i in 0..400 {
+        write(&src.join(format!("d{}/f{i}", i % 7)), &rng.noise(200 << 10));
+    }
+    let whole = 400 * (200u64 << 10);
+    let run = env.run(&["backup", "--json", src.to_str().unwrap()]).ok();
+    let seen = status_lines(&run);
+    assert!(!seen.is_empty(), "no status lines:\n{}", run.stdout);
+    let counted = seen.iter().filter(|v| v.get("total_bytes").is_some());
+    for v in counted {
+        assert_eq!(v["total_bytes"], whole, "{v}");
+        assert_eq!(v["total_files"], 400, "{v}");
+    }
+
+    // A restore counts what it will write ahead of the writers.
+    let target = env.dir.join("out");
+    let run = env.restore("latest", &target, &["--json"]).ok();
+    let seen = status_lines(&run);
+    let last = seen
+        .last()
+        .unwrap_or_else(|| panic!("no status lines:\n{}", run.stdout));
+    assert!(seen.iter().any(|v| v["total_bytes"] == whole), "{seen:?}");
+    assert!(last["percent_done"].as_f64().unwrap() > 0.0, "{last}");
+    let fractions: Vec<f64> = seen
+        .iter()
+        .filter_map(|v| v["percent_done"].as_f64())
+        .collect();
+    assert!(fractions.windows(2).all(|w| w[0] <= w[1]), "{fractions:?}");
+    assert_eq!(run.json()["bytes"], whole);
+    assert_same_tree(&src, &in_snapshot(&target, &src));
+    // Run again onto the same files: those already there whole count as done.
+    let again = env.restore("latest", &target, &["--json"]).ok();
+    assert_eq!(again.json()["unchanged"], 400);
+    for v in status_lines(&again)
+        .iter()
+        .filter(|v| v.get("total_bytes").is_some())
+    {
+        assert_eq!(v["total_bytes"], whole, "{v}");
+    }
+
+    // Check names its steps; reading the data has a whole in bytes.
+    let run = env.run(&["check", "--read-data", "--json"]).ok();
+    let seen = status_lines(&run);
+    let reading: Vec<_> = seen
+        .iter()
+        .filter(|v| v["step"] == "reading all data")
+        .collect();
+    assert!(!reading.is_empty(), "{seen:?}");
+    for v in &reading {
+        assert_eq!(v["unit"], "bytes");
+        assert!(v["total"].as_u64().unwrap() > whole / 2, "{v}");
+        assert!(v["done"].as_u64() <= v["total"].as_u64(), "{v}");
+    }
+    assert_eq!(run.json()["errors"], serde_json::json!([]));
+
+    // Prune, with half the data forgotten: its steps, then its one-line summary.
+    for f in fs::read_dir(src.join("d0")).unwrap() {
+        fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    env.backup(&[&src], &[]);
+    env.run(&["forget", "--keep-last", "1"]).ok();
+    let run = env.run(&["prune", "--json"]).ok();
+    let seen = status_lines(&run);
+    let numbers: Vec<u64> = seen
+        .iter()
+        .map(|v| v["step_number"].as_u64().unwrap())
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert!(!seen.is_empty(), "no status lines:\n{}", run.stdout);
+    for v in &seen {
+        let step = v["step"].as_str().unwrap();
+        let unit = [
+            ("starting", None),
+            ("loading index", None),
+            ("finding the data 1 snapshots use", Some("items")),
+            ("copying the used data of 1 of", Some("bytes")),
+            ("writing the new index", Some("items")),
+            ("removing what interrupted writes left", None),
+            ("removing ", Some("items")),
+        ]
+        .into_iter()
+        .find(|(name, _)| step.starts_with(name))
+        .unwrap_or_else(|| panic!("an unknown step: {v}"))
+        .1;
+        if let Some(unit) = unit {
+            assert_eq!(v["unit"], unit, "{v}");
+            assert!(v["done"].as_u64() <= v["total"].as_u64(), "{v}");
+        }
+    }
+    let report = run.json();
+    assert!(
+        report["packs_unused"].as_u64().unwrap() + report["packs_repacked"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    env.run(&["check", "--read-data"]).ok();
+}

@@ -74,68 +74,47 @@ pub struct BackupArgs {
     pub count_ahead: bool,
 }
 
-/// The terminal's bar: a percentage, the bytes against the whole and the time left once
-/// the selection is counted; until then what was done so far.
-fn show_backup_progress(bar: &indicatif::ProgressBar, p: &BackupProgress) {
+/// The backup's files and bytes against the selection's whole, once counted.
+fn counted(p: &BackupProgress) -> format::Counted {
     let t = &p.totals;
-    let counted = t.done.load(Relaxed);
-    let done = p.bytes_done.load(Relaxed);
-    let files = p.files_done.load(Relaxed);
-    let template = if counted {
-        let total = t.bytes.load(Relaxed).max(done).max(1);
-        bar.set_length(total);
-        "[{elapsed_precise}] {percent:>3}% [{bar:20}] {bytes}/{total_bytes}, ETA {eta}  {wide_msg}"
-    } else {
-        "[{elapsed_precise}] {spinner} {bytes} (counting the selection)  {wide_msg}"
-    };
-    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-        bar.set_style(style.progress_chars("=> "));
+    format::Counted {
+        files: p.files_done.load(Relaxed),
+        bytes: p.bytes_done.load(Relaxed),
+        whole: t
+            .done
+            .load(Relaxed)
+            .then(|| (t.files.load(Relaxed), t.bytes.load(Relaxed))),
     }
-    bar.set_position(done);
-    let of = if counted {
-        format!("/{}", t.files.load(Relaxed).max(files))
-    } else {
-        String::new()
-    };
-    bar.set_message(format!(
-        "{files}{of} files, {} added, {} errors  {}",
-        bytes(p.bytes_added.load(Relaxed)),
-        p.errors.load(Relaxed),
-        format::printable(&p.current.lock().unwrap().display().to_string(), false)
-    ));
+}
+
+/// The terminal's bar.
+fn show_backup_progress(bar: &indicatif::ProgressBar, p: &BackupProgress) {
+    counted(p).show(
+        bar,
+        format!(
+            "{} added, {} errors  {}",
+            bytes(p.bytes_added.load(Relaxed)),
+            p.errors.load(Relaxed),
+            format::printable(&p.current.lock().unwrap().display().to_string(), false)
+        ),
+    );
 }
 
 /// `--json`: a status line a second, as restic's (`message_type` "status"), before the
 /// summary line.
 fn progress_event(p: &BackupProgress, elapsed: Duration) -> serde_json::Value {
-    let t = &p.totals;
-    let counted = t.done.load(Relaxed);
-    let done = p.bytes_done.load(Relaxed);
+    let c = counted(p);
     let mut v = serde_json::json!({
         "message_type": "status",
         "seconds_elapsed": elapsed.as_secs(),
-        "files_done": p.files_done.load(Relaxed),
-        "bytes_done": done,
+        "files_done": c.files,
+        "bytes_done": c.bytes,
         "bytes_read": p.bytes_read.load(Relaxed),
         "bytes_added": p.bytes_added.load(Relaxed),
         "error_count": p.errors.load(Relaxed),
         "current_files": [p.current.lock().unwrap().display().to_string()],
     });
-    if counted {
-        let total = t.bytes.load(Relaxed).max(done);
-        let fraction = if total == 0 {
-            1.0
-        } else {
-            done as f64 / total as f64
-        };
-        v["total_files"] = t.files.load(Relaxed).into();
-        v["total_bytes"] = total.into();
-        v["percent_done"] = fraction.into();
-        if fraction > 0.0 {
-            let left = elapsed.as_secs_f64() * (1.0 - fraction) / fraction;
-            v["seconds_remaining"] = (left.round() as u64).into();
-        }
-    }
+    c.add_fields(&mut v, elapsed);
     v
 }
 
@@ -227,7 +206,7 @@ pub fn run_with(
     });
     let events = (ctx.global.json && !ctx.global.quiet).then(|| {
         let p = progress.clone();
-        format::Repeat::start(Duration::from_secs(1), move |elapsed| {
+        format::Repeat::start(format::status_period(), move |elapsed| {
             out!("{}", progress_event(&p, elapsed))
         })
     });

@@ -4,18 +4,20 @@ use anyhow::Result;
 use backazon_engine::check;
 
 use crate::ctx::{warn, Ctx, EXIT_FATAL};
-use crate::format::bytes;
+use crate::format::{bytes, StepDisplay};
 
 pub fn run(ctx: &Ctx, read_data: bool) -> Result<u8> {
     let repo = ctx.open()?;
-    let quiet = ctx.global.quiet || ctx.global.json;
-    let report = check::check(&repo, read_data, &|step| {
-        if !quiet {
-            out!("{step}");
-        }
-    })?;
+    let shown = StepDisplay::start(
+        ctx.show_progress(),
+        ctx.global.json && !ctx.global.quiet,
+        !ctx.global.quiet && !ctx.global.json && !ctx.show_progress(),
+    );
+    let report = check::check(&repo, read_data, &shown.steps);
+    drop(shown);
+    let report = report?;
     if ctx.global.json {
-        out!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string(&report)?);
     } else {
         for w in &report.warnings {
             warn(w);

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use backazon_engine::backup::BackupProgress;
 use backazon_engine::forget;
+use backazon_engine::progress::Steps;
 use clap::{Args, Subcommand};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -484,7 +485,7 @@ fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
     }
     let jctx = job_ctx(ctx, &j.job);
     let progress = Arc::new(super::backup::progress_for(&jctx));
-    let writer = ProgressWriter::start(&state, &r.name, &rec, expected, progress.clone());
+    let writer = ProgressWriter::backup(&state, &r.name, &rec, expected, progress.clone());
     let mut args = backup_args(&r.name, &j.job);
     // Started by a person, who watches it: counted ahead for a true percentage. A
     // scheduled run is measured against the last run instead, at no cost.
@@ -587,7 +588,8 @@ fn run_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
     outcome.map(|_| code)
 }
 
-/// Writes a running backup's counters to the job's state twice a second, until dropped.
+/// Writes a running job's progress (what `now` makes of its counters) to the job's
+/// state twice a second, until dropped.
 struct ProgressWriter {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -597,38 +599,48 @@ impl ProgressWriter {
     fn start(
         state: &StateDir,
         job: &str,
-        rec: &RunRecord,
-        expected_bytes: Option<u64>,
-        p: Arc<BackupProgress>,
+        now: impl Fn() -> RunProgress + Send + 'static,
     ) -> ProgressWriter {
         let stop = Arc::new(AtomicBool::new(false));
         let (state, job, s) = (StateDir(state.0.clone()), job.to_string(), stop.clone());
-        let (pid, started) = (rec.pid, rec.started.clone());
         let thread = std::thread::Builder::new()
             .name("progress".into())
             .spawn(move || {
                 while !s.load(Relaxed) {
-                    let now = RunProgress {
-                        pid,
-                        started: started.clone(),
-                        files: p.files_done.load(Relaxed),
-                        bytes_done: p.bytes_done.load(Relaxed),
-                        bytes_read: p.bytes_read.load(Relaxed),
-                        bytes_added: p.bytes_added.load(Relaxed),
-                        errors: p.errors.load(Relaxed),
-                        expected_bytes: if p.totals.done.load(Relaxed) {
-                            Some(p.totals.bytes.load(Relaxed))
-                        } else {
-                            expected_bytes
-                        },
-                        current: p.current.lock().unwrap().display().to_string(),
-                    };
-                    state.write_progress(&job, &now);
+                    state.write_progress(&job, &now());
                     std::thread::park_timeout(Duration::from_millis(500));
                 }
             })
             .ok();
         ProgressWriter { stop, thread }
+    }
+
+    /// A backup's counters, shown against the selection's whole once counted, else
+    /// against what the last run covered.
+    fn backup(
+        state: &StateDir,
+        job: &str,
+        rec: &RunRecord,
+        expected_bytes: Option<u64>,
+        p: Arc<BackupProgress>,
+    ) -> ProgressWriter {
+        let (pid, started) = (rec.pid, rec.started.clone());
+        ProgressWriter::start(state, job, move || RunProgress {
+            pid,
+            started: started.clone(),
+            files: p.files_done.load(Relaxed),
+            bytes_done: p.bytes_done.load(Relaxed),
+            bytes_read: p.bytes_read.load(Relaxed),
+            bytes_added: p.bytes_added.load(Relaxed),
+            errors: p.errors.load(Relaxed),
+            expected_bytes: if p.totals.done.load(Relaxed) {
+                Some(p.totals.bytes.load(Relaxed))
+            } else {
+                expected_bytes
+            },
+            current: p.current.lock().unwrap().display().to_string(),
+            step: None,
+        })
     }
 }
 
@@ -669,14 +681,23 @@ fn prune_job(ctx: &Ctx, path: &Path, r: &RunArgs) -> Result<u8> {
         pid: std::process::id(),
         ..Default::default()
     };
+    // Its steps for `status` and the console.
+    let steps = Arc::new(Steps::default());
+    let writer = {
+        let (steps, pid, started) = (steps.clone(), rec.pid, rec.started.clone());
+        ProgressWriter::start(&state, &r.name, move || RunProgress {
+            pid,
+            started: started.clone(),
+            step: Some(steps.view()),
+            ..Default::default()
+        })
+    };
     let outcome = jctx.open().and_then(|repo| {
-        backazon_engine::prune::prune(
-            &repo,
-            &backazon_engine::prune::PruneOptions::default(),
-            &|_| {},
-        )
-        .map_err(anyhow::Error::from)
+        let opts = backazon_engine::prune::PruneOptions::default();
+        backazon_engine::prune::prune(&repo, &opts, &steps).map_err(anyhow::Error::from)
     });
+    drop(writer);
+    state.clear_progress(&r.name);
     rec.finished = Some(Timestamp::now().to_string());
     match &outcome {
         Ok(p) => {

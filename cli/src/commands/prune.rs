@@ -5,7 +5,7 @@ use backazon_engine::prune::{self, PruneOptions};
 use backazon_engine::Repository;
 
 use crate::ctx::{warn, Ctx};
-use crate::format::bytes;
+use crate::format::{bytes, StepDisplay};
 
 pub fn run(ctx: &Ctx, dry_run: bool, max_unused: f64) -> Result<u8> {
     let repo = ctx.open()?;
@@ -13,19 +13,21 @@ pub fn run(ctx: &Ctx, dry_run: bool, max_unused: f64) -> Result<u8> {
 }
 
 pub fn prune_repo(ctx: &Ctx, repo: &Repository, dry_run: bool, max_unused: f64) -> Result<u8> {
-    let quiet = ctx.global.quiet || ctx.global.json;
     let opts = PruneOptions {
         dry_run,
         max_unused: max_unused / 100.0,
         ..Default::default()
     };
-    let r = prune::prune(repo, &opts, &|line| {
-        if !quiet {
-            out!("{line}");
-        }
-    })?;
+    let shown = StepDisplay::start(
+        ctx.show_progress(),
+        ctx.global.json && !ctx.global.quiet,
+        !ctx.global.quiet && !ctx.global.json && !ctx.show_progress(),
+    );
+    let r = prune::prune(repo, &opts, &shown.steps);
+    drop(shown);
+    let r = r?;
     if ctx.global.json {
-        out!("{}", serde_json::to_string_pretty(&r)?);
+        out!("{}", serde_json::to_string(&r)?);
     } else {
         if r.missing_blobs > 0 {
             warn(&format!(

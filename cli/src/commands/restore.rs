@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use backazon_engine::restore::{self, RestoreOptions, RestoreProgress};
@@ -54,16 +54,27 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<u8> {
     let progress = Arc::new(RestoreProgress::new(|m| {
         eprintln!("error: {}", format::printable(m, true))
     }));
-    let ticker = ctx.show_progress().then(|| {
+    // The selection is counted ahead of the writers for a percentage and time left,
+    // when someone watches.
+    let events_wanted = ctx.global.json && !ctx.global.quiet && !args.dry_run;
+    opts.count_ahead = !args.dry_run && (ctx.show_progress() || events_wanted);
+    let ticker = (ctx.show_progress() && !args.dry_run).then(|| {
         let p = progress.clone();
-        format::Ticker::start(move |elapsed| {
-            format!(
-                "[{}] {} files, {} restored, {} errors",
-                duration(elapsed),
-                p.files_done.load(Relaxed),
-                bytes(p.bytes_done.load(Relaxed)),
-                p.errors.load(Relaxed)
+        format::Bar::start(move |bar| {
+            counted(&p).show(
+                bar,
+                format!(
+                    "{} restored, {} errors",
+                    bytes(p.bytes_done.load(Relaxed)),
+                    p.errors.load(Relaxed)
+                ),
             )
+        })
+    });
+    let events = events_wanted.then(|| {
+        let p = progress.clone();
+        format::Repeat::start(format::status_period(), move |elapsed| {
+            out!("{}", progress_event(&p, elapsed))
         })
     });
     let started = Instant::now();
@@ -75,7 +86,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<u8> {
         &opts,
         &progress,
     );
-    drop(ticker);
+    drop((ticker, events));
     let summary = summary?;
     if ctx.global.json {
         let mut v = serde_json::to_value(&summary)?;
@@ -116,6 +127,34 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<u8> {
         return Ok(EXIT_PARTIAL);
     }
     Ok(0)
+}
+
+/// The files and bytes restored (or found there whole) against the selection's whole,
+/// once counted.
+fn counted(p: &RestoreProgress) -> format::Counted {
+    let t = &p.totals;
+    format::Counted {
+        files: p.files_done.load(Relaxed),
+        bytes: p.bytes_done.load(Relaxed),
+        whole: t
+            .done
+            .load(Relaxed)
+            .then(|| (t.files.load(Relaxed), t.bytes.load(Relaxed))),
+    }
+}
+
+/// `--json`: a status line a second before the summary, as `backup --json` writes.
+fn progress_event(p: &RestoreProgress, elapsed: Duration) -> serde_json::Value {
+    let c = counted(p);
+    let mut v = serde_json::json!({
+        "message_type": "status",
+        "seconds_elapsed": elapsed.as_secs(),
+        "files_done": c.files,
+        "bytes_done": c.bytes,
+        "error_count": p.errors.load(Relaxed),
+    });
+    c.add_fields(&mut v, elapsed);
+    v
 }
 
 /// How many renamed entries are named one by one on stderr; `--json` lists all.

@@ -71,14 +71,8 @@ pub async fn restore(
         let mut opts = RestoreOptions::new(target.clone());
         opts.threads = opts.threads.max(o.repo.backend().concurrency());
         opts.overwrite = f.overwrite;
-        t.say("counting");
-        opts.dry_run = true;
-        let quiet = RestoreProgress::new(|_| {});
-        let planned =
-            restore::restore(&o.repo, &o.index, &snap.snapshot.tree, path, &opts, &quiet)?;
-        t.total_bytes.store(planned.bytes, Relaxed);
-        t.say("restoring");
-        opts.dry_run = false;
+        // The selection is counted as the restore goes, for the page's percentage.
+        opts.count_ahead = true;
         let progress = RestoreProgress::new(|_| {});
         let done = std::thread::scope(|s| {
             let run = s.spawn(|| {
@@ -94,12 +88,20 @@ pub async fn restore(
             while !run.is_finished() {
                 t.files.store(progress.files_done.load(Relaxed), Relaxed);
                 t.bytes.store(progress.bytes_done.load(Relaxed), Relaxed);
+                if progress.totals.done.load(Relaxed) {
+                    let whole = progress.totals.bytes.load(Relaxed);
+                    t.total_bytes.store(whole.max(1), Relaxed);
+                    t.say("restoring");
+                } else {
+                    t.say("restoring (counting the selection)");
+                }
                 std::thread::sleep(Duration::from_millis(200));
             }
             run.join().expect("the restore thread")
         })?;
         t.files.store(done.files, Relaxed);
-        t.bytes.store(planned.bytes.max(done.bytes), Relaxed);
+        t.bytes.store(done.bytes, Relaxed);
+        t.total_bytes.store(done.bytes.max(1), Relaxed);
         let mut summary = format!(
             "{} files, {} folders, {} restored to {}",
             done.files,
@@ -139,7 +141,7 @@ pub async fn check(
     );
     let id = c.tasks.start("check", &name, title, move |t| {
         let repo = job_ctx(&Ctx::new(global), &job).open()?;
-        let r = backazon_engine::check::check(&repo, f.read_data, &|step| t.say(step))?;
+        let r = backazon_engine::check::check(&repo, f.read_data, &t.steps)?;
         if !r.errors.is_empty() {
             let n = r.errors.len();
             anyhow::bail!(

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+use backazon_engine::progress::{Steps, Unit};
 use serde_json::{json, Value};
 
 /// Finished tasks kept for the page.
@@ -21,6 +22,8 @@ pub struct Task {
     /// Bytes the task will reach, 0 when unknown.
     pub total_bytes: AtomicU64,
     pub step: Mutex<String>,
+    /// A check's steps, and how far the current one is.
+    pub steps: Steps,
     /// `Ok(summary)` or `Err(message)` once done.
     pub outcome: Mutex<Option<Result<String, String>>>,
 }
@@ -32,6 +35,14 @@ impl Task {
 
     fn json(&self) -> Value {
         let outcome = self.outcome.lock().unwrap().clone();
+        let steps = self.steps.view();
+        let mut step = self.step.lock().unwrap().clone();
+        let (mut done, mut total) = (self.bytes.load(Relaxed), self.total_bytes.load(Relaxed));
+        let mut unit = Unit::Bytes;
+        if steps.step_number > 0 {
+            step = steps.step;
+            (done, total, unit) = (steps.done, steps.total.unwrap_or(0), steps.unit);
+        }
         json!({
             "id": self.id,
             "kind": self.kind,
@@ -39,10 +50,11 @@ impl Task {
             "title": self.title,
             "started": self.started,
             "files": self.files.load(Relaxed),
-            "bytes": self.bytes.load(Relaxed),
-            "total_bytes": self.total_bytes.load(Relaxed),
-            "step": *self.step.lock().unwrap(),
-            "done": outcome.is_some(),
+            "done": done,
+            "total": total,
+            "unit": unit,
+            "step": step,
+            "finished": outcome.is_some(),
             "summary": outcome.as_ref().and_then(|o| o.as_ref().ok()),
             "error": outcome.as_ref().and_then(|o| o.as_ref().err()),
         })
@@ -74,6 +86,7 @@ impl Tasks {
             bytes: AtomicU64::new(0),
             total_bytes: AtomicU64::new(0),
             step: Mutex::new(String::new()),
+            steps: Steps::default(),
             outcome: Mutex::new(None),
         });
         {

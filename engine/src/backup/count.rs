@@ -4,23 +4,12 @@
 //! backup neither waits for it nor trusts it.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::Selection;
+use super::{Selection, Totals};
 use crate::glob::any_matches;
 use crate::sys;
-
-/// What the count found so far, and whether it is done.
-#[derive(Debug, Default)]
-pub struct Totals {
-    pub files: AtomicU64,
-    pub bytes: AtomicU64,
-    /// Every selected path was walked: `files` and `bytes` are the backup's whole.
-    pub done: AtomicBool,
-    /// Set when the backup ends first.
-    pub(super) stop: AtomicBool,
-}
 
 /// Starts the count on a thread of its own.
 pub(super) fn start(paths: Vec<PathBuf>, selection: Selection, totals: Arc<Totals>) {

@@ -124,8 +124,20 @@ function chart(history) {
       (last ? ` (now ${bytes(last.stats.repository_bytes)})` : "") + "."));
 }
 
+/// A prune's step, and how far it is.
+function stepView(p) {
+  const s = p.step;
+  const pct = s.total ? Math.min(100, Math.floor((100 * s.done) / s.total)) : null;
+  const amount = n => s.unit === "bytes" ? bytes(n) : String(n);
+  return h("div", { class: "progress", "data-test": "progress" },
+    h("div", { class: "bar" + (pct === null ? " busy" : "") }, h("div", { style: `width:${pct || 0}%` })),
+    h("div", { class: "small" }, `Prune, step ${s.step_number}: ${s.step}` +
+      (pct !== null ? ` — ${pct}% (${amount(s.done)} of ${amount(s.total)})` : "")));
+}
+
 function progressView(p) {
   if (!p) return h("div", { class: "progress small muted" }, "Starting…");
+  if (p.step) return stepView(p);
   const pct = p.expected_bytes ? Math.min(99, Math.floor((100 * p.bytes_done) / p.expected_bytes)) : null;
   const elapsed = (Date.now() - new Date(p.started)) / 1000;
   let eta = "";
@@ -218,12 +230,14 @@ function drawTasks(tasks) {
   const shown = (tasks || []).slice().reverse();
   el.hidden = !shown.length;
   el.replaceChildren(...shown.map(t => {
-    const pct = t.total_bytes ? Math.min(100, Math.floor((100 * t.bytes) / t.total_bytes)) : null;
-    return h("div", { class: "task" + (t.error ? " failed" : t.done ? " done" : ""), "data-task": t.kind, "data-done": t.done ? (t.error ? "failed" : "ok") : null },
+    const pct = t.total ? Math.min(100, Math.floor((100 * t.done) / t.total)) : null;
+    const amount = n => t.unit === "bytes" ? bytes(n) : String(n);
+    const sofar = t.total ? `${amount(t.done)} of ${amount(t.total)} · ` : t.done ? `${amount(t.done)} · ` : "";
+    return h("div", { class: "task" + (t.error ? " failed" : t.finished ? " done" : ""), "data-task": t.kind, "data-done": t.finished ? (t.error ? "failed" : "ok") : null },
       h("b", {}, t.title), " ",
-      t.done ? h("span", { class: t.error ? "error-text" : "ok-text" }, t.error || t.summary)
-        : h("span", { class: "small" }, (pct !== null ? `${pct}% · ` : "") + (t.files ? `${t.files} files, ${bytes(t.bytes)} · ` : "") + (t.step || "")),
-      !t.done ? h("div", { class: "bar" + (pct === null ? " busy" : "") }, h("div", { style: `width:${pct || 0}%` })) : null);
+      t.finished ? h("span", { class: t.error ? "error-text" : "ok-text" }, t.error || t.summary)
+        : h("span", { class: "small", "data-test": "task-progress" }, (pct !== null ? `${pct}% · ` : "") + (t.files ? `${t.files} files, ` : "") + sofar + (t.step || "")),
+      !t.finished ? h("div", { class: "bar" + (pct === null ? " busy" : "") }, h("div", { style: `width:${pct || 0}%` })) : null);
   }));
 }
 
