@@ -74,6 +74,14 @@ try {
   await page.fill("input[name=password_command]", env("GOOD_PW_CMD"));
   await page.click("[data-test=test-repository]");
   await page.locator("[data-test=repository-result]", { hasText: "opened" }).waitFor();
+  log("more settings: a prune schedule that does not parse is named, then skip marked folders");
+  await page.click("[data-test=advanced] summary");
+  await page.fill("input[name=prune_schedule]", "weekly funday 04:00");
+  await page.click("[data-test=save]");
+  await page.locator("[data-field=prune_schedule] .err", { hasText: "funday" }).waitFor();
+  await page.fill("input[name=prune_schedule]", "monthly 1 04:00");
+  await page.fill("textarea[name=exclude_if_present]", ".nobackup");
+  await page.check("input[name=exclude_caches]");
   await page.screenshot({ path: path.join(SHOTS, "job-editor.png"), fullPage: true });
   await page.click("[data-test=save]");
   const card = page.locator("[data-job=documents]");

@@ -308,6 +308,14 @@ fn a_job_is_made_run_browsed_and_downloaded_from_in_a_real_browser() {
     let file = data.join("Documents/2026/report.bin");
     write(&file, &rng.noise(3_000_000));
     write(&data.join("Documents/notes.txt"), &rng.text(20_000));
+    // Skipped once the editor's "more settings" say so.
+    write(&data.join("private/.nobackup"), b"");
+    write(&data.join("private/diary.txt"), b"not to be backed up");
+    write(
+        &data.join("thumbs/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n",
+    );
+    write(&data.join("thumbs/t1.png"), b"cached");
     for i in 0..1200 {
         write(
             &data.join(format!("wide/f{i:05}.txt")),
@@ -379,6 +387,18 @@ fn a_job_is_made_run_browsed_and_downloaded_from_in_a_real_browser() {
         text.contains("[jobs.documents]") && text.contains("daily = 14"),
         "{text}"
     );
+    for set in [
+        "prune_schedule = \"monthly 1 04:00\"",
+        "exclude_if_present = [\".nobackup\"]",
+        "exclude_caches = true",
+    ] {
+        assert!(text.contains(set), "{set} is not in {text}");
+    }
+    // ... and the backup followed them: the marked folder is not in the snapshot.
+    let listed = env.run(&["ls", "latest", "--json"]).ok().stdout;
+    assert!(listed.contains("notes.txt"), "{listed}");
+    assert!(!listed.contains("diary.txt"), "{listed}");
+    assert!(!listed.contains("t1.png"), "{listed}");
     let status = env
         .command()
         .env("BACKAZON_CONFIG", &config)

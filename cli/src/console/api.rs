@@ -136,6 +136,7 @@ fn status_value(c: &Console, history: bool) -> Value {
     match jobs::load(&c.child.config) {
         Ok(jobs) => json!({
             "config": c.child.config,
+            "windows": cfg!(windows),
             "daemon": daemon,
             "tasks": c.tasks.json(),
             "mounts": super::ops::mounts_json(c),
@@ -149,6 +150,7 @@ fn status_value(c: &Console, history: bool) -> Value {
         }),
         Err(e) => json!({
             "config": c.child.config,
+            "windows": cfg!(windows),
             "daemon": daemon,
             "jobs": [],
             "error": format!("{e:#}"),

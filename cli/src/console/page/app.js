@@ -326,6 +326,7 @@ async function editor(name) {
       field("password_file", "Password file", inp("password_file", job.password_file)),
       field("password_command", "or password command", inp("password_command", "", { placeholder: passwordCommandSet ? "(set; leave empty to keep)" : "" }))),
     h("div", { class: "hint", style: "margin:-8px 0 14px" }, "The password itself is never shown here; saving opens the repository with it to check it."),
+    advancedFields(job),
     h("div", { class: "row" },
       field("compression", "zstd level", h("input", { type: "number", name: "compression", min: 0, max: 22, value: job.compression ?? "", class: "narrow" })),
       field("tags", "Tags", inp("tags", (job.tags || []).join(" ")))),
@@ -342,6 +343,8 @@ async function editor(name) {
     const err = el.querySelector(".err") || form.querySelector(".form-err");
     el.classList.toggle("invalid", !!msg);
     err.textContent = msg || "";
+    const folded = el.closest("details");
+    if (msg && folded) folded.open = true;
   }
 
   async function testRepository() {
@@ -352,7 +355,8 @@ async function editor(name) {
     const v = k => form.elements[k].value.trim();
     const j = { repository: v("repository"), paths: ["/"] };
     for (const k of ["replica", "s3_endpoint", "s3_region", "password_file", "password_command"]) if (v(k)) j[k] = v(k);
-    for (const k of ["replica_s3_endpoint", "s3_path_style"]) if (job[k] !== undefined) j[k] = job[k];
+    if (v("replica_s3_endpoint")) j.replica_s3_endpoint = v("replica_s3_endpoint");
+    if (form.elements.s3_path_style.checked) j.s3_path_style = true;
     try {
       const r = await api("POST", "/api/test-repository", { name: name || v("name"), job: j });
       said.textContent = r.ok;
@@ -377,12 +381,16 @@ async function editor(name) {
     if (v("compression")) out.compression = Number(v("compression"));
     const keep = {};
     for (const k of KEEP) if (v("keep." + k)) keep[k] = Number(v("keep." + k));
-    if (job.keep && job.keep.within) keep.within = job.keep.within;
+    if (v("keep.within")) keep.within = v("keep.within");
     if (Object.keys(keep).length) out.keep = keep;
     const notify = collectNotify(form);
     if (notify) out.notify = notify;
-    for (const k of ["exclude_file", "exclude_if_present", "exclude_caches", "exclude_larger_than", "host", "prune_schedule", "replica_s3_endpoint", "s3_path_style", "use_vss"])
-      if (job[k] !== undefined) out[k] = job[k];
+    for (const k of ["host", "prune_schedule", "replica_s3_endpoint", "exclude_larger_than"]) if (v(k)) out[k] = v(k);
+    const present = lines(form.elements.exclude_if_present.value);
+    if (present.length) out.exclude_if_present = present;
+    for (const k of ["exclude_caches", "s3_path_style", "use_vss"]) if (form.elements[k] && form.elements[k].checked) out[k] = true;
+    // Kept as the jobs file has it: a list of files of excludes.
+    if (job.exclude_file !== undefined) out.exclude_file = job.exclude_file;
     const button = form.querySelector("[data-test=save]");
     button.disabled = true;
     try {
@@ -399,6 +407,30 @@ async function editor(name) {
     try { await api("DELETE", `/api/jobs/${enc(name)}`); location.hash = "#/"; }
     catch (e) { alert(e.message); }
   }
+}
+
+/// The settings fewer people need, folded away unless one of them is set.
+function advancedFields(job) {
+  const inp = (k, v, extra) => h("input", Object.assign({ type: "text", name: k, value: v ?? "" }, extra || {}));
+  const box = (k, label, hint) => h("div", { class: "field", "data-field": k },
+    h("label", {}, h("input", { type: "checkbox", name: k, checked: !!job[k] }), " ", label),
+    hint ? h("div", { class: "hint" }, hint) : null, h("div", { class: "err" }));
+  const set = ["exclude_if_present", "exclude_caches", "exclude_larger_than", "host", "prune_schedule",
+    "replica_s3_endpoint", "s3_path_style", "use_vss"].some(k => job[k] !== undefined) || !!(job.keep || {}).within;
+  return h("details", { class: "advanced", open: set, "data-test": "advanced" },
+    h("summary", {}, "More settings"),
+    h("div", { class: "row" },
+      field("exclude_if_present", "Skip folders holding", h("textarea", { name: "exclude_if_present", rows: 2 }, (job.exclude_if_present || []).join("\n")), "A file name a line, such as .nobackup"),
+      field("exclude_larger_than", "Skip files larger than", inp("exclude_larger_than", job.exclude_larger_than, { placeholder: "2G", class: "narrow" }))),
+    box("exclude_caches", "Skip cache folders (CACHEDIR.TAG)"),
+    h("div", { class: "row" },
+      field("prune_schedule", "Prune schedule", inp("prune_schedule", job.prune_schedule, { placeholder: "monthly 1 04:00" }), "When unused data is deleted from the repository; empty: never by itself"),
+      field("keep.within", "Keep all within", inp("keep.within", (job.keep || {}).within, { placeholder: "30d", class: "narrow" }))),
+    h("div", { class: "row" },
+      field("host", "Host name in snapshots", inp("host", job.host, { placeholder: "this computer's name" })),
+      field("replica_s3_endpoint", "Replica's S3 endpoint", inp("replica_s3_endpoint", job.replica_s3_endpoint, { placeholder: "as the repository's" }))),
+    box("s3_path_style", "S3 path-style addressing", "Most S3-compatible servers (MinIO, Garage) need it; AWS does not."),
+    status && status.windows ? box("use_vss", "Read files from a shadow copy (VSS)", "Files held open by other programs are read whole; needs administrator rights.") : null);
 }
 
 const EVENTS = { failure: "fails", warning: "skips files", success: "succeeds" };
