@@ -157,8 +157,25 @@ try {
   await page.locator("[data-diff=changed] li", { hasText: "Documents/notes.txt" }).waitFor();
   if (await page.locator("[data-diff=changed] li").count() !== 1) throw new Error("more than notes.txt changed");
 
-  log("find a file name across snapshots");
+  log("filter the snapshots by host, tag and date");
   await page.goBack();
+  const count = page.locator("[data-test=count]");
+  await count.filter({ hasText: /^2 of 2 / }).waitFor();
+  const hostname = (await page.locator("[data-test=filter-host] option").nth(1).textContent()).trim();
+  await page.selectOption("[data-test=filter-host]", hostname);
+  await count.filter({ hasText: /^2 of 2 / }).waitFor();
+  const tomorrow = new Date(Date.now() + 86400000);
+  const day = (d) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+  await page.fill("[data-test=filter-from]", day(tomorrow));
+  await count.filter({ hasText: /^0 of 2 / }).waitFor();
+  await page.fill("[data-test=filter-from]", day(new Date()));
+  await count.filter({ hasText: /^2 of 2 / }).waitFor();
+  await page.fill("[data-test=filter-until]", day(new Date(Date.now() - 86400000)));
+  await count.filter({ hasText: /^0 of 2 / }).waitFor();
+  await page.fill("[data-test=filter-until]", "");
+  await page.fill("[data-test=filter-from]", "");
+
+  log("find a file name across snapshots");
   await page.fill("[data-test=search]", "REPORT");
   await page.press("[data-test=search]", "Enter");
   await page.locator("tr[data-hit]", { hasText: "report.bin" }).nth(1).waitFor();

@@ -253,6 +253,15 @@ fn served_to_other_computers_it_needs_a_password_and_tls_and_slows_down_guessing
     own.pop();
     own.push("Origin: https://evil.example".into());
     assert_eq!(https(h, "POST", "/api/jobs", &own, body).status, 403);
+    // Signing out ends the session: the same cookie opens nothing after it.
+    let status = https(h, "GET", "/api/status", std::slice::from_ref(&cookie), "");
+    assert!(status.body.contains("\"remote\":true"), "{}", status.body);
+    own.pop();
+    let out = https(h, "POST", "/api/logout", &own, "");
+    assert_eq!(out.status, 204, "{}", out.head);
+    assert!(out.head.contains("Max-Age=0"), "{}", out.head);
+    let after = https(h, "GET", "/api/status", std::slice::from_ref(&cookie), "");
+    assert_eq!(after.status, 401, "{}", after.body);
 }
 
 #[test]

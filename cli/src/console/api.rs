@@ -137,6 +137,7 @@ fn status_value(c: &Console, history: bool) -> Value {
         Ok(jobs) => json!({
             "config": c.child.config,
             "windows": cfg!(windows),
+            "remote": c.remote.is_some(),
             "daemon": daemon,
             "tasks": c.tasks.json(),
             "mounts": super::ops::mounts_json(c),
@@ -151,6 +152,7 @@ fn status_value(c: &Console, history: bool) -> Value {
         Err(e) => json!({
             "config": c.child.config,
             "windows": cfg!(windows),
+            "remote": c.remote.is_some(),
             "daemon": daemon,
             "jobs": [],
             "error": format!("{e:#}"),

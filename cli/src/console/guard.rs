@@ -7,6 +7,7 @@
 //! page's requests carry a header a cross-site form cannot set.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -44,15 +45,56 @@ fn cookie_session(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, v)| v)
 }
 
+/// A session unused this long is closed: the printed address (or the password) opens
+/// another. The page's open event stream counts as use only when it connects.
+const IDLE: Duration = Duration::from_secs(12 * 3600);
+
 /// A new session, and the cookie that carries it (`Secure` over TLS); `None` when the
-/// OS gave no random bytes.
+/// OS gave no random bytes. Sessions gone idle are forgotten.
 fn new_session(c: &Console) -> Option<String> {
     let session = super::secret().ok()?;
-    c.sessions.lock().unwrap().insert(session.clone());
+    let mut sessions = c.sessions.lock().unwrap();
+    sessions.retain(|_, used| used.elapsed() < IDLE);
+    sessions.insert(session.clone(), Instant::now());
     let secure = if c.remote.is_some() { "; Secure" } else { "" };
     Some(format!(
         "{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict{secure}"
     ))
+}
+
+/// Whether the request's cookie names an open session, which it keeps open.
+fn in_session(c: &Console, headers: &HeaderMap) -> bool {
+    let Some(s) = cookie_session(headers) else {
+        return false;
+    };
+    let mut sessions = c.sessions.lock().unwrap();
+    match sessions.get_mut(s) {
+        Some(used) if used.elapsed() < IDLE => {
+            *used = Instant::now();
+            true
+        }
+        Some(_) => {
+            sessions.remove(s);
+            false
+        }
+        None => false,
+    }
+}
+
+/// "Sign out": the session ends here and in the browser.
+pub async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    if let Some(s) = cookie_session(&headers) {
+        c.sessions.lock().unwrap().remove(s);
+    }
+    let secure = if c.remote.is_some() { "; Secure" } else { "" };
+    (
+        StatusCode::NO_CONTENT,
+        [(
+            header::SET_COOKIE,
+            format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+        )],
+    )
+        .into_response()
 }
 
 pub async fn guard(State(c): State<Arc<Console>>, req: Request, next: Next) -> Response {
@@ -114,7 +156,7 @@ pub async fn guard(State(c): State<Arc<Console>>, req: Request, next: Next) -> R
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| same(t, &c.token));
-    let session = cookie_session(headers).is_some_and(|s| c.sessions.lock().unwrap().contains(s));
+    let session = in_session(&c, headers);
     if !bearer && !session {
         if c.remote.is_some() && path == "/" {
             return (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response();
@@ -172,11 +214,10 @@ pub async fn login_page() -> Response {
 
 /// Wrong passwords wait longer and longer before they are answered: 0.5 s after the
 /// first, doubling to at most 30 s, one attempt at a time.
-fn pause_after(failures: u32) -> std::time::Duration {
+fn pause_after(failures: u32) -> Duration {
     match failures {
-        0 => std::time::Duration::ZERO,
-        n => std::time::Duration::from_millis(500u64 << (n - 1).min(6))
-            .min(std::time::Duration::from_secs(30)),
+        0 => Duration::ZERO,
+        n => Duration::from_millis(500u64 << (n - 1).min(6)).min(Duration::from_secs(30)),
     }
 }
 

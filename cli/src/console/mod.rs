@@ -111,7 +111,8 @@ pub const DEFAULT_PORT: u16 = 4597;
 pub(crate) struct Console {
     /// The secret in the printed address; it opens a session.
     token: String,
-    sessions: Mutex<std::collections::HashSet<String>>,
+    /// Open sessions, with when each was last used.
+    sessions: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// `Host` values this server answers to (others are a DNS-rebinding attempt).
     hosts: Vec<String>,
     global: Global,
@@ -317,6 +318,7 @@ fn router(console: Arc<Console>) -> Router {
         .route("/app.js", get(api::script))
         .route("/app.css", get(api::style))
         .route("/api/status", get(api::status))
+        .route("/api/logout", post(guard::logout))
         .route("/api/events", get(api::events))
         .route("/api/jobs", post(api::create_job))
         .route(

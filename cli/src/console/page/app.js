@@ -531,12 +531,23 @@ async function snapshotsView(job) {
   let r;
   try { r = await api("GET", `/api/jobs/${enc(job)}/snapshots`); }
   catch (e) { show(h("h1", {}, "Snapshots of ", picker), h("div", { class: "banner" }, e.message)); return; }
-  const text = h("input", { type: "search", placeholder: "host, tag, path or date", "data-test": "filter" });
+  const text = h("input", { type: "search", placeholder: "id, host, tag or path", "data-test": "filter" });
   const onlyJob = h("input", { type: "checkbox", checked: true });
+  const choice = (what, values) => h("select", { "data-test": "filter-" + what },
+    h("option", { value: "" }, `any ${what}`), [...new Set(values)].sort().map(v => h("option", { value: v }, v)));
+  const host = choice("host", r.snapshots.map(s => s.host));
+  const tag = choice("tag", r.snapshots.flatMap(s => s.tags || []));
+  const from = h("input", { type: "date", title: "taken on or after", "data-test": "filter-from" });
+  const until = h("input", { type: "date", title: "taken on or before", "data-test": "filter-until" });
   const body = h("tbody", {});
   const draw = () => {
     const q = text.value.trim().toLowerCase();
+    // The days are this computer's: from its midnight to the end of the day.
+    const after = from.value ? new Date(from.value + "T00:00:00") : null;
+    const before = until.value ? new Date(until.value + "T23:59:59.999") : null;
     const rows = r.snapshots.filter(s => (!onlyJob.checked || s.job === job) &&
+      (!host.value || s.host === host.value) && (!tag.value || (s.tags || []).includes(tag.value)) &&
+      (!after || new Date(s.time) >= after) && (!before || new Date(s.time) <= before) &&
       (!q || [s.short, s.host, s.time, when(s.time), ...(s.tags || []), ...(s.paths || [])].join(" ").toLowerCase().includes(q)));
     body.replaceChildren(...rows.slice(0, 1000).map(s => h("tr", { "data-snapshot": s.short },
       h("td", {}, h("input", { type: "checkbox", "data-test": "pick", value: s.short, onchange: pickChanged })),
@@ -558,9 +569,10 @@ async function snapshotsView(job) {
   const findForm = h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); if (find.value.trim()) location.hash = `#/search/${enc(job)}/${enc(find.value.trim())}`; } },
     find, h("button", { type: "submit" }, "Find"));
   text.addEventListener("input", draw);
-  onlyJob.addEventListener("change", draw);
+  for (const el of [onlyJob, host, tag, from, until]) el.addEventListener("change", draw);
   show(h("h1", {}, "Snapshots of ", picker),
-    h("div", { class: "filters" }, text, h("label", {}, onlyJob, " only this job's"), count, compare, findForm),
+    h("div", { class: "filters" }, text, host, tag, h("label", { class: "small" }, "from ", from), h("label", { class: "small" }, "to ", until),
+      h("label", {}, onlyJob, " only this job's"), h("span", { "data-test": "count" }, count), compare, findForm),
     h("table", {}, h("thead", {}, h("tr", {}, ["", "Snapshot", "Time", "Host", "Job", "Tags"].map(t => h("th", {}, t)),
       ["Files", "Size", "Added"].map(t => h("th", { class: "num" }, t)), h("th", {}, "Paths"))), body));
   draw();
@@ -703,6 +715,8 @@ function setStatus(s) {
   status = s;
   const d = document.getElementById("daemon");
   d.textContent = s.daemon ? `daemon running (${s.daemon})` : "daemon not running: scheduled jobs wait until it runs";
+  // Served to other computers: a session opened with the password can be closed.
+  document.getElementById("signout").hidden = !s.remote;
   drawTasks(s.tasks);
   if (!route[0]) dashboard();
 }
@@ -720,8 +734,14 @@ window.addEventListener("DOMContentLoaded", () => {
   });
   // The first event renders the page; a console that cannot be reached says why.
   events.addEventListener("error", async () => {
-    if (heard) return;
-    try { await api("GET", "/api/status"); } catch (e) { show(h("div", { class: "banner" }, e.message)); }
+    try { await api("GET", "/api/status"); } catch (e) {
+      // The session ended (signed out elsewhere, or idle too long): sign in again.
+      if (e.status === 401 && status && status.remote) { location.href = "/login"; return; }
+      if (!heard) show(h("div", { class: "banner" }, e.message));
+    }
+  });
+  document.getElementById("signout").addEventListener("click", async () => {
+    try { await api("POST", "/api/logout"); } finally { location.href = "/login"; }
   });
   route = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
 });
