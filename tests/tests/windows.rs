@@ -668,6 +668,87 @@ fn the_console_makes_runs_lists_and_downloads_under_wine() {
     );
     assert_eq!(r.status, 200, "{}", r.head);
     assert!(r.bytes == data, "the download differs from the file");
+
+    // The folder picker starts at the home folder and the drives, and opens one.
+    let get = |path: &str| {
+        let r = http(host, "GET", path, &auth, "");
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()
+    };
+    let roots = get("/api/folders");
+    let names: Vec<&str> = roots["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"C:\\") && names.contains(&"Z:\\"),
+        "{names:?}"
+    );
+    let inside = get(&format!("/api/folders?path={}", enc(&win(&src))));
+    assert_eq!(inside["folders"][0]["name"], "docs", "{inside}");
+
+    // A restore to a Windows path and a check, as tasks with their progress.
+    let target = env.dir.join("restored");
+    let form = serde_json::json!({
+        "snapshot": snap, "path": format!("{}/docs", recorded(&src)), "target": win(&target),
+    });
+    let r = http(
+        host,
+        "POST",
+        "/api/jobs/docs/restore",
+        &auth,
+        &form.to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = http(
+        host,
+        "POST",
+        "/api/jobs/docs/check",
+        &auth,
+        r#"{"read_data":true}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut tasks = serde_json::Value::Null;
+    wait_until("the restore and the check", Duration::from_secs(90), || {
+        tasks = get("/api/status")["tasks"].clone();
+        tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["finished"] == true)
+    });
+    for t in tasks.as_array().unwrap() {
+        assert!(t["error"].is_null(), "{t}");
+        assert_eq!(t["done"], t["total"], "{t}");
+    }
+    assert!(fs::read(target.join("report.bin")).unwrap() == data);
+
+    // Wine has no WinFsp: the mount says what to install, beside the field.
+    let r = http(
+        host,
+        "POST",
+        "/api/jobs/docs/mount",
+        &auth,
+        r#"{"mountpoint":"B:"}"#,
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.contains("WinFsp") && r.body.contains("mountpoint"),
+        "{}",
+        r.body
+    );
+}
+
+/// A query string's value.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// How many snapshots of job `name` the repository holds.
