@@ -90,6 +90,10 @@ pub struct Ctx {
     pub global: Global,
     /// Every S3 backend this command opened, for the retries it made (see `report_retries`).
     opened: std::sync::Mutex<Vec<Arc<dyn Backend>>>,
+    /// The password that opened the repository: a second opening in the same command (a
+    /// job's retention after its backup) neither runs the password command nor asks
+    /// again.
+    password: std::sync::Mutex<Option<crate::password::Password>>,
 }
 
 impl Ctx {
@@ -97,6 +101,7 @@ impl Ctx {
         Ctx {
             global,
             opened: Default::default(),
+            password: Default::default(),
         }
     }
 
@@ -191,8 +196,13 @@ impl Ctx {
                     Err(Error::NoRepository(backend.location()))
                 }
             })?;
-        let pw = self.passwords().get()?;
+        let known = self.password.lock().unwrap().clone();
+        let pw = match known {
+            Some(pw) => pw,
+            None => self.passwords().get()?,
+        };
         let repo = Repository::open(backend, pw.as_bytes())?;
+        *self.password.lock().unwrap() = Some(pw);
         let cache = if self.global.no_cache {
             None
         } else {

@@ -818,3 +818,41 @@ fn jobs_file_errors_name_line_and_key_and_the_service_unit_is_valid() {
     env.run(&["service", "uninstall"]).ok();
     assert!(!unit.exists());
 }
+
+#[test]
+fn a_job_run_asks_its_password_command_once() {
+    let env = Env::init("job-password-once");
+    let src = env.dir.join("src");
+    write(&src.join("a.txt"), b"kept for a while");
+    // The command counts how often it runs.
+    let runs = env.dir.join("runs");
+    let cmd = format!("echo run >> {}; echo {PASSWORD}", runs.display());
+    env.run(&[
+        "--password-command",
+        &cmd,
+        "job",
+        "add",
+        "counted",
+        "--path",
+        src.to_str().unwrap(),
+        "--keep-last",
+        "2",
+    ])
+    .ok();
+    fs::remove_file(&runs).unwrap();
+    let r = env
+        .command()
+        .env_remove("BACKAZON_PASSWORD")
+        .args(["job", "run", "counted"])
+        .output()
+        .unwrap();
+    let r = Run::from(r).ok();
+    // A backup, then the job's retention, in one process: one password.
+    assert!(
+        log(&env).contains("job counted: retention kept 1"),
+        "{}\n{}",
+        log(&env),
+        r.stderr
+    );
+    assert_eq!(fs::read_to_string(&runs).unwrap().lines().count(), 1);
+}
