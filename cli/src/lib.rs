@@ -4,7 +4,12 @@
 //!
 //! The program is this library's [`main`] (src/main.rs calls it); the library exists so
 //! that the fuzz targets (fuzz/) reach the jobs file and schedule parsers as the
-//! program runs them.
+//! program runs them. They build it without the `console` feature, which leaves parts
+//! of it unused there.
+#![cfg_attr(
+    not(feature = "console"),
+    allow(dead_code, unused_imports, unused_variables)
+)]
 
 /// `println!` for results: a closed pipe (`backazon ls ... | head`) ends the program
 /// quietly, as it ends other Unix tools. SIGPIPE itself stays ignored, so a network
@@ -16,6 +21,7 @@ macro_rules! out {
 }
 
 mod commands;
+#[cfg(feature = "console")]
 mod console;
 mod ctx;
 mod daemon;
@@ -104,6 +110,7 @@ enum Command {
     Status,
     /// The web console on 127.0.0.1: jobs, their state and history, snapshots; prints
     /// its address (with an access token) first
+    #[cfg(feature = "console")]
     Ui(console::UiArgs),
     /// Run the daemon as a service (systemd user unit, launchd agent, Windows service)
     Service {
@@ -176,6 +183,7 @@ fn run(ctx: &Ctx, command: Command) -> Result<u8> {
         Command::Job { command } => job::run(ctx, command),
         Command::Daemon(args) => commands::daemon::run(ctx, &args),
         Command::Status => status::run(ctx),
+        #[cfg(feature = "console")]
         Command::Ui(args) => console::run(ctx, &args),
         Command::Service { command } => service::run(ctx, command),
         Command::Key { command } => key::run(ctx, command),

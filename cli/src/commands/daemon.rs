@@ -17,11 +17,14 @@ pub(crate) const DAEMON_LOCK: &str = ".daemon";
 pub struct DaemonArgs {
     /// Serve the web console too (its address, with an access token, is the first line
     /// of standard output)
+    #[cfg(feature = "console")]
     #[arg(long)]
     ui: bool,
     /// The console's port on 127.0.0.1
+    #[cfg(feature = "console")]
     #[arg(long, default_value_t = crate::console::DEFAULT_PORT)]
     ui_port: u16,
+    #[cfg(feature = "console")]
     #[command(flatten)]
     listen: crate::console::ListenArgs,
 }
@@ -46,6 +49,7 @@ pub fn run_with(ctx: &Ctx, args: &DaemonArgs, signals: Receiver<Signal>) -> Resu
         cache_dir: ctx.global.cache_dir.clone(),
     };
     // Served until the daemon stops.
+    #[cfg(feature = "console")]
     let _console = if args.ui {
         let server = crate::console::start(&ctx.global, child.clone(), args.ui_port, &args.listen)?;
         crate::console::announce(&server, false);
