@@ -77,6 +77,7 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Verify the repository's structure, and with --read-data every byte
     Check {
+        /// Also download and verify every byte of every pack (reads the whole repository)
         #[arg(long)]
         read_data: bool,
     },

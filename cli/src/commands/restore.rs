@@ -14,7 +14,9 @@ use crate::format::{self, bytes, duration};
 
 #[derive(clap::Args)]
 pub struct RestoreArgs {
+    /// A snapshot's id (or the start of it) or `latest`, and :PATH for a part of it
     snapshot: String,
+    /// The folder to restore into (made if missing)
     #[arg(short, long)]
     target: PathBuf,
     /// Restore only paths matching this glob (repeatable)
