@@ -184,6 +184,9 @@ try {
   await page.click("a[data-nav=dashboard]");
   await card.getByRole("button", { name: "Check", exact: true }).click();
   await page.locator("[data-task=check][data-done=ok]").waitFor({ timeout: 60000 });
+  log("prune the repository from its card");
+  await card.getByRole("button", { name: "Prune", exact: true }).click();
+  await card.locator("[data-test=last-prune]", { hasText: "success" }).waitFor({ timeout: 60000 });
   await card.locator("[data-test=run]").click();
   await page.locator("[data-job=documents][data-state=ok]").waitFor({ timeout: 60000 });
 

@@ -188,7 +188,7 @@ function jobCard(j) {
       status.mounts && status.mounts[j.name]
         ? h("button", { class: "small", "data-test": "unmount", onclick: () => unmount(j.name) }, `Unmount ${status.mounts[j.name]}`)
         : h("button", { class: "small", "data-test": "mount", onclick: () => mountDialog(j.name) }, "Mount…")),
-    j.last_prune ? h("div", { class: "small muted" }, `Last prune: ${when(j.last_prune.started)} — ${j.last_prune.result}` +
+    j.last_prune ? h("div", { class: "small muted", "data-test": "last-prune" }, `Last prune: ${when(j.last_prune.started)} — ${j.last_prune.result}` +
       (j.last_prune.summary ? `: ${j.last_prune.summary}` : "") + (j.last_prune.error ? `: ${j.last_prune.error}` : "")) : null,
     chart(j.history || []));
 }
