@@ -1,11 +1,12 @@
 //! Human-readable sizes, durations, times and modes, and progress on the terminal
 //! (indicatif bars) and as `--json` status lines.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use backazon_engine::progress::{fraction_and_left, StepView, Steps, Unit};
+use backazon_engine::progress::{fraction_and_left, StepView, Steps, Totals, Unit};
 use backazon_engine::tree::{Node, NodeKind};
 use indicatif::ProgressBar;
 
@@ -206,6 +207,18 @@ pub struct Counted {
 }
 
 impl Counted {
+    /// Counters as a backup's or a restore's progress holds them.
+    pub fn of(files: &AtomicU64, bytes: &AtomicU64, totals: &Totals) -> Counted {
+        Counted {
+            files: files.load(Relaxed),
+            bytes: bytes.load(Relaxed),
+            whole: totals
+                .done
+                .load(Relaxed)
+                .then(|| (totals.files.load(Relaxed), totals.bytes.load(Relaxed))),
+        }
+    }
+
     /// The files and bytes of the whole, never less than what is done.
     fn whole(&self) -> Option<(u64, u64)> {
         self.whole
@@ -228,15 +241,22 @@ impl Counted {
         bar.set_message(format!("{}{of} files, {msg}", self.files));
     }
 
-    /// `--json` status fields: the whole, the share done and the seconds left, once
-    /// counted.
-    pub fn add_fields(&self, v: &mut serde_json::Value, elapsed: Duration) {
-        let Some((files, bytes)) = self.whole() else {
-            return;
-        };
-        v["total_files"] = files.into();
-        v["total_bytes"] = bytes.into();
-        add_fraction(v, fraction_and_left(self.bytes, bytes, elapsed));
+    /// `--json`: a status line, as restic's (`message_type` "status"): what is done,
+    /// and once counted the whole, the share done and the seconds left.
+    pub fn status_line(&self, elapsed: Duration, errors: u64) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "message_type": "status",
+            "seconds_elapsed": elapsed.as_secs(),
+            "files_done": self.files,
+            "bytes_done": self.bytes,
+            "error_count": errors,
+        });
+        if let Some((files, bytes)) = self.whole() {
+            v["total_files"] = files.into();
+            v["total_bytes"] = bytes.into();
+            add_fraction(&mut v, fraction_and_left(self.bytes, bytes, elapsed));
+        }
+        v
     }
 }
 

@@ -74,17 +74,9 @@ pub struct BackupArgs {
     pub count_ahead: bool,
 }
 
-/// The backup's files and bytes against the selection's whole, once counted.
+/// The backup's files and bytes against its selection's whole, once counted.
 fn counted(p: &BackupProgress) -> format::Counted {
-    let t = &p.totals;
-    format::Counted {
-        files: p.files_done.load(Relaxed),
-        bytes: p.bytes_done.load(Relaxed),
-        whole: t
-            .done
-            .load(Relaxed)
-            .then(|| (t.files.load(Relaxed), t.bytes.load(Relaxed))),
-    }
+    format::Counted::of(&p.files_done, &p.bytes_done, &p.totals)
 }
 
 /// The terminal's bar.
@@ -103,18 +95,10 @@ fn show_backup_progress(bar: &indicatif::ProgressBar, p: &BackupProgress) {
 /// `--json`: a status line a second, as restic's (`message_type` "status"), before the
 /// summary line.
 fn progress_event(p: &BackupProgress, elapsed: Duration) -> serde_json::Value {
-    let c = counted(p);
-    let mut v = serde_json::json!({
-        "message_type": "status",
-        "seconds_elapsed": elapsed.as_secs(),
-        "files_done": c.files,
-        "bytes_done": c.bytes,
-        "bytes_read": p.bytes_read.load(Relaxed),
-        "bytes_added": p.bytes_added.load(Relaxed),
-        "error_count": p.errors.load(Relaxed),
-        "current_files": [p.current.lock().unwrap().display().to_string()],
-    });
-    c.add_fields(&mut v, elapsed);
+    let mut v = counted(p).status_line(elapsed, p.errors.load(Relaxed));
+    v["bytes_read"] = p.bytes_read.load(Relaxed).into();
+    v["bytes_added"] = p.bytes_added.load(Relaxed).into();
+    v["current_files"] = serde_json::json!([p.current.lock().unwrap().display().to_string()]);
     v
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 use backazon_engine::restore::{self, RestoreOptions, RestoreProgress};
@@ -76,7 +76,10 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<u8> {
     let events = events_wanted.then(|| {
         let p = progress.clone();
         format::Repeat::start(format::status_period(), move |elapsed| {
-            out!("{}", progress_event(&p, elapsed))
+            out!(
+                "{}",
+                counted(&p).status_line(elapsed, p.errors.load(Relaxed))
+            )
         })
     });
     let started = Instant::now();
@@ -131,32 +134,9 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// The files and bytes restored (or found there whole) against the selection's whole,
-/// once counted.
+/// The restore's files and bytes against its selection's whole, once counted.
 fn counted(p: &RestoreProgress) -> format::Counted {
-    let t = &p.totals;
-    format::Counted {
-        files: p.files_done.load(Relaxed),
-        bytes: p.bytes_done.load(Relaxed),
-        whole: t
-            .done
-            .load(Relaxed)
-            .then(|| (t.files.load(Relaxed), t.bytes.load(Relaxed))),
-    }
-}
-
-/// `--json`: a status line a second before the summary, as `backup --json` writes.
-fn progress_event(p: &RestoreProgress, elapsed: Duration) -> serde_json::Value {
-    let c = counted(p);
-    let mut v = serde_json::json!({
-        "message_type": "status",
-        "seconds_elapsed": elapsed.as_secs(),
-        "files_done": c.files,
-        "bytes_done": c.bytes,
-        "error_count": p.errors.load(Relaxed),
-    });
-    c.add_fields(&mut v, elapsed);
-    v
+    format::Counted::of(&p.files_done, &p.bytes_done, &p.totals)
 }
 
 /// How many renamed entries are named one by one on stderr; `--json` lists all.
