@@ -96,11 +96,13 @@ pub(crate) fn job_command(exe: &Path, args: &ChildArgs, task: Task, name: &str) 
 }
 
 /// Marks a run that ended without writing its own result (killed, or the machine
-/// stopped) as interrupted.
+/// stopped) as interrupted; a backup's goes into the job's history too (the chart shows
+/// it as a failed run).
 pub(crate) fn record_interrupted(state: &StateDir, job: &str, task: Task, pid: u32, why: &str) {
     let Ok(_lock) = state.lock_job(job) else {
         return;
     };
+    let mut ended = None;
     let _ = state.update(job, |s| {
         let rec = match task {
             Task::Backup => &mut s.last_run,
@@ -123,8 +125,16 @@ pub(crate) fn record_interrupted(state: &StateDir, job: &str, task: Task, pid: u
                 pid,
                 ..Default::default()
             });
+        } else {
+            return;
         }
+        ended = rec.clone();
     });
+    if let (Task::Backup, Some(rec)) = (task, ended) {
+        if let Err(e) = state.append_history(job, &rec) {
+            state.log(&format!("job {job}: keeping its history: {e:#}"));
+        }
+    }
 }
 
 /// Runs until a stop request arrives on `signals` (the OS's signals in a console, the

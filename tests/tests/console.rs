@@ -420,6 +420,17 @@ fn a_job_is_made_run_browsed_and_downloaded_from_in_a_real_browser() {
     let state_of = |n: &str| jobs.iter().find(|j| j["name"] == n).unwrap()["state"].clone();
     assert_eq!(state_of("documents"), "ok");
     assert_eq!(state_of("photos"), "failed");
+    // The cancelled run is in the history the chart draws, between the others.
+    let history = fs::read_to_string(state.join("documents.history")).unwrap();
+    let results: Vec<String> = history
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["result"].to_string())
+        .collect();
+    assert_eq!(
+        results,
+        ["\"success\"", "\"success\"", "\"interrupted\"", "\"success\""],
+        "{history}"
+    );
 
     // The "send test" button, then the failed run: each told by webhook and by email
     // (over STARTTLS: the server takes no message before it).
