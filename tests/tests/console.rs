@@ -428,7 +428,12 @@ fn a_job_is_made_run_browsed_and_downloaded_from_in_a_real_browser() {
         .collect();
     assert_eq!(
         results,
-        ["\"success\"", "\"success\"", "\"interrupted\"", "\"success\""],
+        [
+            "\"success\"",
+            "\"success\"",
+            "\"interrupted\"",
+            "\"success\""
+        ],
         "{history}"
     );
 
@@ -473,4 +478,46 @@ fn a_job_is_made_run_browsed_and_downloaded_from_in_a_real_browser() {
     );
     assert!(failed.data.contains("wrong password"), "{}", failed.data);
     drop(ui);
+}
+
+#[test]
+fn jobs_of_one_repository_open_it_once_and_a_run_refreshes_it() {
+    let env = Env::init("ui-shared");
+    let src = env.dir.join("src");
+    write(&src.join("a.txt"), b"one");
+    env.backup(&[&src], &[]);
+    let (config, state) = (env.dir.join("jobs.toml"), env.dir.join("state"));
+    // Two jobs into one repository, whose password command counts its runs.
+    let runs = env.dir.join("runs");
+    let pw = format!("echo run >> {}; echo {PASSWORD}", runs.display());
+    let mut text = String::new();
+    for name in ["first", "second"] {
+        text += &format!(
+            "[jobs.{name}]\nrepository = '{}'\npaths = ['{}']\npassword_command = '{pw}'\n\n",
+            env.repo.display(),
+            src.display()
+        );
+    }
+    fs::write(&config, text).unwrap();
+    let ui = Ui::start(&env, &config, &state);
+    let auth = [format!("Authorization: Bearer {}", ui.token)];
+    let listed = |job: &str| {
+        let r = http(&ui.host, "GET", &format!("/api/jobs/{job}/snapshots"), &auth, "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        v["snapshots"].as_array().unwrap().len()
+    };
+    assert_eq!((listed("first"), listed("second")), (1, 1));
+    let count = || fs::read_to_string(&runs).unwrap().lines().count();
+    assert_eq!(count(), 1, "the password command ran for each job");
+    // A run of one job: both see its snapshot, the repository opened once more.
+    let r = http(&ui.host, "POST", "/api/jobs/second/run", &auth, "");
+    assert_eq!(r.status, 202, "{}", r.body);
+    wait_until("the run", Duration::from_secs(60), || {
+        let s = http(&ui.host, "GET", "/api/status", &auth, "").body;
+        s.contains("\"state\":\"ok\"")
+    });
+    assert_eq!((listed("first"), listed("second")), (2, 2));
+    // The run's own password, and the console's reopening for the new index.
+    assert_eq!(count(), 3);
 }

@@ -370,7 +370,8 @@ pub async fn update_job(
     let job = checked_job(&c, &name, form.job).await?;
     jobs::replace(&c.child.config, &name, &job)
         .map_err(|e| ApiError::field("", format!("{e:#}")))?;
-    c.opened.lock().unwrap().remove(&name);
+    // Opened repositories are found by what opens them: one no job uses may go.
+    c.opened.lock().unwrap().clear();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -380,7 +381,7 @@ pub async fn delete_job(
 ) -> ApiResult<StatusCode> {
     jobs::remove(&c.child.config, &name)
         .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, format!("{e:#}")))?;
-    c.opened.lock().unwrap().remove(&name);
+    c.opened.lock().unwrap().clear();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -662,34 +663,94 @@ impl Opened {
     }
 }
 
-fn stamp(state: &StateDir, name: &str) -> Option<String> {
-    state.read(name).last_run.and_then(|r| r.finished)
+/// What makes jobs' repositories one opened repository: where it is and how it opens.
+/// Jobs backing up into one repository share its opening (the password stretched once,
+/// the index and the snapshots read once).
+fn repo_key(job: &Job) -> String {
+    json!([
+        job.repository,
+        job.replica,
+        job.s3_endpoint,
+        job.replica_s3_endpoint,
+        job.s3_path_style,
+        job.s3_region,
+        job.password_file,
+        job.password_command,
+    ])
+    .to_string()
 }
 
-pub(super) async fn opened(c: &Arc<Console>, name: &str) -> ApiResult<Arc<Opened>> {
-    let stamp_now = stamp(&c.state(), name);
-    if let Some(o) = c.opened.lock().unwrap().get(name) {
+/// The newest finished run of any job writing into the job's repository: a newer one
+/// means a newer index.
+fn stamp(state: &StateDir, jobs: &jobs::Jobs, key: &str) -> Option<String> {
+    jobs.jobs
+        .iter()
+        .filter(|j| repo_key(&j.job) == key)
+        .filter_map(|j| state.read(&j.name).last_run.and_then(|r| r.finished))
+        .max()
+}
+
+/// The job's repository opened for browsing: the one already open for any job of the
+/// same repository unless a run has ended since, else opened now (blocking).
+pub(super) fn open_for(c: &Console, name: &str) -> ApiResult<Arc<Opened>> {
+    let jobs = jobs::load(&c.child.config)?;
+    let job = jobs
+        .get(name)
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?
+        .job
+        .clone();
+    let key = repo_key(&job);
+    let stamp_now = stamp(&c.state(), &jobs, &key);
+    // One opening at a time: two pages asking at once stretch the password once.
+    let _one = c.opening.lock().unwrap();
+    if let Some(o) = c.opened.lock().unwrap().get(&key) {
         if o.stamp == stamp_now {
             return Ok(o.clone());
         }
     }
-    let job = load_job(c, name)?.job;
-    let global = c.global.clone();
-    let o = Arc::new(
-        blocking(move || {
-            let repo = job_ctx(&Ctx::new(global), &job).open()?;
-            let index = repo.load_index()?.index;
-            Ok(Opened {
-                repo,
-                index,
-                stamp: stamp_now,
-                snapshots: Mutex::default(),
-            })
-        })
-        .await?,
-    );
-    c.opened.lock().unwrap().insert(name.to_string(), o.clone());
+    let repo = job_ctx(&Ctx::new(c.global.clone()), &job).open()?;
+    let index = repo.load_index().map_err(anyhow::Error::from)?.index;
+    let o = Arc::new(Opened {
+        repo,
+        index,
+        stamp: stamp_now,
+        snapshots: Mutex::default(),
+    });
+    c.opened.lock().unwrap().insert(key, o.clone());
     Ok(o)
+}
+
+pub(super) async fn opened(c: &Arc<Console>, name: &str) -> ApiResult<Arc<Opened>> {
+    let (c, name) = (c.clone(), name.to_string());
+    // A thread of its own, as [`blocking`]'s.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(open_for(&c, &name));
+    });
+    rx.await
+        .unwrap_or_else(|_| Err(anyhow!("the worker thread ended early").into()))
+}
+
+/// Opens, on a thread of its own, the repository of every job whose password is in a
+/// file and reads its snapshots, so that the first look at them is quick. Jobs with a
+/// password command are opened when first looked at (the command may ask someone).
+pub(super) fn warm_up(c: Arc<Console>) {
+    let _ = std::thread::Builder::new()
+        .name("warm-up".into())
+        .spawn(move || {
+            let Ok(jobs) = jobs::load(&c.child.config) else {
+                return;
+            };
+            let mut seen = HashSet::new();
+            for j in &jobs.jobs {
+                if j.job.password_file.is_none() || !seen.insert(repo_key(&j.job)) {
+                    continue;
+                }
+                if let Ok(o) = open_for(&c, &j.name) {
+                    let _ = o.snapshots();
+                }
+            }
+        });
 }
 
 pub async fn snapshots(

@@ -118,8 +118,11 @@ pub(crate) struct Console {
     global: Global,
     child: ChildArgs,
     exe: PathBuf,
-    /// Repositories opened for browsing, per job (their password stretched once).
+    /// Repositories opened for browsing, by what opens them (`api::repo_key`): their
+    /// password stretched once for every job using them.
     opened: Mutex<HashMap<String, Arc<api::Opened>>>,
+    /// Held while a repository is opened.
+    opening: Mutex<()>,
     /// Restores and checks started here.
     tasks: tasks::Tasks,
     /// Repositories mounted from here, by job.
@@ -194,10 +197,12 @@ pub fn start(global: &Global, child: ChildArgs, port: u16, listen: &ListenArgs) 
         child,
         exe: std::env::current_exe()?,
         opened: Mutex::default(),
+        opening: Mutex::default(),
         tasks: tasks::Tasks::default(),
         mounts: Mutex::default(),
         remote,
     });
+    api::warm_up(console.clone());
     let url = match listen.listen {
         None => format!("http://127.0.0.1:{port}/?token={}", console.token),
         Some(a) => format!("https://{}:{port}/?token={}", a.ip(), console.token),
