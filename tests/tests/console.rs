@@ -502,7 +502,13 @@ fn jobs_of_one_repository_open_it_once_and_a_run_refreshes_it() {
     let ui = Ui::start(&env, &config, &state);
     let auth = [format!("Authorization: Bearer {}", ui.token)];
     let listed = |job: &str| {
-        let r = http(&ui.host, "GET", &format!("/api/jobs/{job}/snapshots"), &auth, "");
+        let r = http(
+            &ui.host,
+            "GET",
+            &format!("/api/jobs/{job}/snapshots"),
+            &auth,
+            "",
+        );
         assert_eq!(r.status, 200, "{}", r.body);
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         v["snapshots"].as_array().unwrap().len()
