@@ -20,8 +20,14 @@ fi
 cd fuzz
 # The stable toolchain takes the -Z flags libFuzzer's instrumentation needs.
 export RUSTC_BOOTSTRAP=1 CARGO_TERM_COLOR=never
-cargo fuzz build -O 2>&1 | grep -v "^\s*Compiling" || true
-[ "${PIPESTATUS[0]}" = 0 ] || { echo "fuzz targets did not build" >&2; exit 1; }
+build=$(mktemp)
+if ! cargo fuzz build -O >"$build" 2>&1; then
+    grep -v "^\s*Compiling" "$build" | tail -40 >&2
+    rm -f "$build"
+    echo "fuzz targets did not build" >&2
+    exit 1
+fi
+rm -f "$build"
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo fuzz list)
 scratch=$(mktemp -d)
@@ -39,7 +45,8 @@ for t in "${targets[@]}"; do
     else
         status=1
         echo "fuzz $t: FAILED"
-        grep -E "ERROR|panicked|SUMMARY|Test unit written|artifact_prefix|Running" "$log" | head -20
+        # (not `| head`: under pipefail grep's SIGPIPE would end the script with 141)
+        grep -m 20 -E "ERROR|panicked|SUMMARY|Test unit written|artifact_prefix|Running" "$log" || true
     fi
 done
 exit "$status"
