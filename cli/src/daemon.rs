@@ -97,10 +97,16 @@ pub(crate) fn job_command(exe: &Path, args: &ChildArgs, task: Task, name: &str) 
 
 /// Marks a run that ended without writing its own result (killed, or the machine
 /// stopped) as interrupted; a backup's goes into the job's history too (the chart shows
-/// it as a failed run).
-pub(crate) fn record_interrupted(state: &StateDir, job: &str, task: Task, pid: u32, why: &str) {
+/// it as a failed run). Returns the record as it now stands.
+pub(crate) fn record_interrupted(
+    state: &StateDir,
+    job: &str,
+    task: Task,
+    pid: u32,
+    why: &str,
+) -> Option<RunRecord> {
     let Ok(_lock) = state.lock_job(job) else {
-        return;
+        return None;
     };
     let mut ended = None;
     let _ = state.update(job, |s| {
@@ -130,11 +136,64 @@ pub(crate) fn record_interrupted(state: &StateDir, job: &str, task: Task, pid: u
         }
         ended = rec.clone();
     });
-    if let (Task::Backup, Some(rec)) = (task, ended) {
-        if let Err(e) = state.append_history(job, &rec) {
+    if let (Task::Backup, Some(rec)) = (task, &ended) {
+        if let Err(e) = state.append_history(job, rec) {
             state.log(&format!("job {job}: keeping its history: {e:#}"));
         }
     }
+    ended
+}
+
+/// A child ended by signal `sig`: recorded as interrupted and logged. A backup killed
+/// or crashed rather than asked to stop (see [`crate::sys::signal_ending`]) is a failed
+/// backup nobody would hear of otherwise: the job's notifiers are told, on a thread of
+/// their own (a webhook or mail server may be slow), and what fails is logged and kept
+/// in the record's `notify_errors`.
+pub(crate) fn ended_by_signal(
+    state: &StateDir,
+    job: Option<&jobs::LoadedJob>,
+    name: &str,
+    task: Task,
+    pid: u32,
+    sig: i32,
+) {
+    let (what, asked) = crate::sys::signal_ending(sig);
+    state.log(&format!(
+        "job {name}: {} (pid {pid}) ended by {what}; the repository keeps everything \
+         stored so far and the next run goes on from there",
+        task.word()
+    ));
+    let rec = record_interrupted(state, name, task, pid, &format!("ended by {what}"));
+    let (Some(rec), Some(job), Task::Backup, false) = (rec, job, task, asked) else {
+        return;
+    };
+    let (state, notify, name) = (
+        StateDir(state.0.clone()),
+        job.job.notify.clone(),
+        name.to_string(),
+    );
+    let host = job
+        .job
+        .host
+        .clone()
+        .unwrap_or_else(backazon_engine::sys::hostname);
+    std::thread::spawn(move || {
+        let failed = notify.finished(&name, &host, &rec, crate::notify::Event::Failure);
+        for e in &failed {
+            state.log(&format!("job {name}: notification failed: {e}"));
+        }
+        if failed.is_empty() {
+            return;
+        }
+        let Ok(_lock) = state.lock_job(&name) else {
+            return;
+        };
+        let _ = state.update(&name, |s| {
+            if let Some(r) = s.last_run.as_mut().filter(|r| r.pid == pid) {
+                r.notify_errors = failed;
+            }
+        });
+    });
 }
 
 /// Runs until a stop request arrives on `signals` (the OS's signals in a console, the
@@ -448,12 +507,7 @@ impl Daemon {
             }
             Ok(s) => {
                 let sig = crate::sys::ended_by_signal(&s).unwrap_or(0);
-                self.state.log(&format!(
-                    "job {job}: {} (pid {pid}) ended by signal {sig}; the repository keeps everything \
-                     stored so far and the next run goes on from there",
-                    task.word()
-                ));
-                self.record_interrupted(job, task, pid, &format!("ended by signal {sig}"));
+                ended_by_signal(&self.state, self.jobs.get(job).ok(), job, task, pid, sig);
             }
             Err(e) => self
                 .state

@@ -2,7 +2,8 @@
 //! snapshots on a seconds schedule, catching up one missed run, reloading its jobs file,
 //! surviving a broken job and SIGTERM mid-run; a job refused while it runs; forget keeping
 //! what its rules say; prune shrinking the repository without losing a kept byte, also
-//! when it races a backup and when it is killed with SIGKILL.
+//! when it races a backup and when it is killed with SIGKILL; a backup killed by the
+//! system notified, a cancelled one not.
 #![cfg(target_os = "linux")]
 
 use std::fs;
@@ -401,6 +402,79 @@ fn a_daemon_killed_mid_job_runs_that_job_again_when_it_starts() {
     assert!(d.terminate().success());
     assert_eq!(snapshots(&env, None).len(), 1);
     env.run(&["check", "--read-data"]).ok();
+}
+
+#[test]
+fn a_backup_killed_by_the_system_is_notified_and_a_cancel_is_not() {
+    let env = Env::init("oomkill");
+    let src = env.dir.join("src");
+    generate_tree(&src, 3, 0);
+    let hook = listeners::Webhook::start();
+    // Every 2 seconds, with a password command taking 3: each run is still going when
+    // it is signalled.
+    let cmd = format!("sleep 3; cat {}", password_file(&env).display());
+    let args = ["--password-command", &cmd, "job", "add", "docs", "--path"];
+    let mut args = args.to_vec();
+    args.extend([src.to_str().unwrap(), "--schedule", "*/2 * * * * *"]);
+    args.extend(["--no-check", "--webhook", &hook.url]);
+    env.run(&args).ok();
+    let mut d = Daemon::start(&env);
+    let running = |not: i64| {
+        let mut pid = 0;
+        wait_until("a run", Duration::from_secs(20), || {
+            let r = &job_state(&env, "docs")["last_run"];
+            pid = r["pid"].as_i64().unwrap_or(0);
+            r["result"] == "running" && pid != not
+        });
+        pid
+    };
+    let interrupted = |pid: i64| {
+        wait_until("the run recorded", Duration::from_secs(10), || {
+            let r = &job_state(&env, "docs")["last_run"];
+            r["pid"] == pid && r["result"] == "interrupted"
+        });
+        job_state(&env, "docs")["last_run"].clone()
+    };
+
+    // Killed as the out-of-memory killer kills: a failure, told by the webhook.
+    let first = running(0);
+    // SAFETY: signalling the daemon's child.
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    let rec = interrupted(first);
+    assert!(
+        rec["error"].as_str().unwrap().contains("signal 9 (SIGKILL"),
+        "{rec}"
+    );
+    let h = hook
+        .wait_for(
+            |h| h.body.contains("\"job\":\"docs\""),
+            Duration::from_secs(10),
+        )
+        .expect("no webhook for the killed run");
+    let body: serde_json::Value = serde_json::from_str(&h.body).unwrap();
+    assert_eq!(body["event"], "failure", "{body}");
+    assert_eq!(body["result"], "interrupted", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("SIGKILL"),
+        "{body}"
+    );
+
+    // Stopped with SIGTERM, as the console's Cancel and a service stop do: recorded,
+    // not told.
+    let second = running(first);
+    // SAFETY: as above.
+    unsafe { libc::kill(second as i32, libc::SIGTERM) };
+    let rec = interrupted(second);
+    assert!(rec["error"].as_str().unwrap().contains("SIGTERM"), "{rec}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(hook.all().len(), 1, "{:?}", hook.all());
+    let l = log(&env);
+    assert!(
+        l.contains(&format!("(pid {first}) ended by signal 9")),
+        "{l}"
+    );
+    assert!(d.terminate().success());
+    env.run(&["check"]).ok();
 }
 
 fn jiff_minute_now() -> u64 {

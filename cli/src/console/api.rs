@@ -33,7 +33,7 @@ use super::Console;
 use crate::commands::daemon::DAEMON_LOCK;
 use crate::commands::job::{job_ctx, job_json};
 use crate::ctx::Ctx;
-use crate::daemon::{job_command, record_interrupted, Task};
+use crate::daemon::{ended_by_signal, job_command, Task};
 use crate::jobs::{self, Job, StateDir};
 use crate::schedule::Schedule;
 
@@ -405,7 +405,7 @@ pub async fn run_job(
 }
 
 /// Starts a job's run process and records it as interrupted if a signal ends it (a
-/// cancel); it records every other ending itself.
+/// cancel, or a kill that is notified); it records every other ending itself.
 pub(super) fn spawn_watched(
     c: &Console,
     mut cmd: std::process::Command,
@@ -419,12 +419,17 @@ pub(super) fn spawn_watched(
         .spawn()
         .map_err(|e| anyhow!("starting {}: {e}", c.exe.display()))?;
     let pid = child.id();
-    let (dir, name) = (c.child.state_dir.clone(), name.to_string());
+    let (dir, config, name) = (
+        c.child.state_dir.clone(),
+        c.child.config.clone(),
+        name.to_string(),
+    );
     std::thread::spawn(move || {
         if let Ok(s) = child.wait() {
             if let Some(sig) = crate::sys::ended_by_signal(&s) {
-                let why = format!("ended by signal {sig} (cancelled from the console?)");
-                record_interrupted(&StateDir(dir), &name, task, pid, &why);
+                let jobs = jobs::load(&config).ok();
+                let job = jobs.as_ref().and_then(|j| j.get(&name).ok());
+                ended_by_signal(&StateDir(dir), job, &name, task, pid, sig);
             }
         }
     });

@@ -17,8 +17,8 @@ use windows as imp;
 #[cfg(unix)]
 pub use imp::mount_owner;
 pub use imp::{
-    broken_pipe, config_dir, ended_by_signal, open_browser, roots, shell_command, state_dir,
-    stop_signals, terminate, tune_allocator, watch_folder,
+    broken_pipe, config_dir, ended_by_signal, open_browser, roots, shell_command, signal_ending,
+    state_dir, stop_signals, terminate, tune_allocator, watch_folder,
 };
 #[cfg(windows)]
 pub use imp::{elevated, service};

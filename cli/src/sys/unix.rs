@@ -47,6 +47,23 @@ pub fn ended_by_signal(status: &ExitStatus) -> Option<i32> {
     status.signal()
 }
 
+/// How a signal that ended a child reads in the job's record, and whether someone asked
+/// for that stop (SIGTERM: a cancel, the service or system stopping; SIGINT: Ctrl-C).
+/// Any other signal is the run killed or crashed: SIGKILL from the out-of-memory killer
+/// or `kill -9`, SIGSEGV, SIGBUS, SIGABRT.
+pub fn signal_ending(sig: i32) -> (String, bool) {
+    let (name, asked) = match sig {
+        libc::SIGTERM => ("SIGTERM", true),
+        libc::SIGINT => ("SIGINT", true),
+        libc::SIGKILL => ("SIGKILL: the out-of-memory killer, or kill -9", false),
+        libc::SIGSEGV => ("SIGSEGV", false),
+        libc::SIGBUS => ("SIGBUS", false),
+        libc::SIGABRT => ("SIGABRT", false),
+        _ => return (format!("signal {sig}"), false),
+    };
+    (format!("signal {sig} ({name})"), asked)
+}
+
 /// `sh -c CMD`.
 pub fn shell_command(cmd: &str) -> Command {
     let mut c = Command::new("sh");

@@ -71,6 +71,12 @@ pub fn ended_by_signal(_: &ExitStatus) -> Option<i32> {
     None
 }
 
+/// No child ends by a signal here ([`ended_by_signal`] is `None`): for the callers'
+/// sake, as Unix's.
+pub fn signal_ending(sig: i32) -> (String, bool) {
+    (format!("signal {sig}"), true)
+}
+
 /// `cmd /C CMD`.
 pub fn shell_command(cmd: &str) -> Command {
     let mut c = Command::new("cmd");
