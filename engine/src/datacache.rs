@@ -36,6 +36,15 @@ struct State {
     memory: HashMap<SegKey, Arc<Vec<u8>>>,
 }
 
+/// What looking up a segment found.
+enum Lookup {
+    /// Not a cached segment.
+    Absent,
+    /// A cached segment whose file is gone or shorter than the read.
+    Lost,
+    Bytes(Vec<u8>),
+}
+
 pub struct DataCache {
     /// `None`: segments are kept in memory only (no cache folder, or `--no-cache`).
     dir: Option<PathBuf>,
@@ -141,9 +150,13 @@ impl DataCache {
             let seg_start = key.1 as u64 * SEGMENT;
             let from = pos - seg_start;
             let to = (end - seg_start).min(SEGMENT);
-            let got = self.read_segment(&key, from, (to - from) as usize);
-            match got {
-                Some(bytes) if bytes.len() as u64 == to - from => out.extend_from_slice(&bytes),
+            match self.read_segment(&key, from, (to - from) as usize) {
+                Lookup::Bytes(bytes) if bytes.len() as u64 == to - from => {
+                    out.extend_from_slice(&bytes)
+                }
+                // Not cached, or not yet: its file may be in place already, put by a
+                // fetch about to record it. Only a segment known and lost is removed.
+                Lookup::Absent => return None,
                 _ => {
                     self.remove(&key);
                     return None;
@@ -154,28 +167,35 @@ impl DataCache {
         Some(out)
     }
 
-    fn read_segment(&self, key: &SegKey, from: u64, len: usize) -> Option<Vec<u8>> {
+    fn read_segment(&self, key: &SegKey, from: u64, len: usize) -> Lookup {
+        let found = |b: Option<Vec<u8>>| b.map_or(Lookup::Lost, Lookup::Bytes);
         let file = {
             let mut st = self.state.lock().unwrap();
-            st.lru.get(key)?;
+            if st.lru.get(key).is_none() {
+                return Lookup::Absent;
+            }
             if self.dir.is_none() {
-                let seg = st.memory.get(key)?.clone();
+                let seg = st.memory.get(key).cloned();
                 drop(st);
-                return seg
-                    .get(from as usize..from as usize + len)
-                    .map(<[u8]>::to_vec);
+                return found(seg.and_then(|s| {
+                    s.get(from as usize..from as usize + len)
+                        .map(<[u8]>::to_vec)
+                }));
             }
             st.open.get(key).cloned()
         };
         let file = match file {
             Some(f) => f,
-            None => {
-                let f = Arc::new(File::open(self.path(key)?).ok()?);
-                self.state.lock().unwrap().open.put(*key, f.clone());
-                f
-            }
+            None => match self.path(key).map(File::open) {
+                Some(Ok(f)) => {
+                    let f = Arc::new(f);
+                    self.state.lock().unwrap().open.put(*key, f.clone());
+                    f
+                }
+                _ => return Lookup::Lost,
+            },
         };
-        crate::cache::read_exact_at(&file, from, len)
+        found(crate::cache::read_exact_at(&file, from, len))
     }
 
     /// Stores a whole segment (best effort: a cache that cannot be written only costs
@@ -309,6 +329,25 @@ mod tests {
         fs::write(dir.join(p.to_hex()).join("0"), [7u8; 100]).unwrap();
         assert!(c.read(&p, 0, 4096).is_none());
         assert!(!c.contains(&(p, 0)));
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_miss_leaves_a_segment_being_stored_alone() {
+        // A fetch renames a segment's file into place and then records it; a reader
+        // missing it in between must not delete the file (it did: every reader after
+        // then found the recorded segment gone and read the pack on its own).
+        let dir = std::env::temp_dir().join(format!("bz-datacache-{}", Id::random().short()));
+        let c = DataCache::on_disk(dir.clone(), 4 * SEGMENT);
+        let p = Id::random();
+        let file = dir.join(p.to_hex()).join("0");
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(&file, seg(5, 4096)).unwrap();
+        assert!(c.read(&p, 0, 10).is_none());
+        assert!(file.exists(), "a miss deleted a segment being stored");
+        c.put((p, 0), &seg(5, 4096));
+        assert_eq!(c.read(&p, 0, 3).unwrap(), vec![5, 5, 5]);
+        drop(c);
         let _ = fs::remove_dir_all(dir);
     }
 
