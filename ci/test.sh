@@ -21,9 +21,9 @@ bash ci/macos.sh check
 [ "${CI:-}" != true ] || rm -rf target/macos
 linux=$(mktemp)
 windows=$(mktemp)
-# The tests' files (repositories, trees, restores: 2 to 3 GB at once) go to a tmpfs of
-# their own when this runs as root: memory is plentiful, disk is not, and everything in
-# it goes at the end even if a test leaves a mount or a read-only file behind.
+# The tests' files (repositories, trees, restores: 1.7 GB at once at most, sampled) go
+# to a tmpfs of their own when this runs as root: memory is plentiful, disk is not, and
+# everything in it goes at the end even if a test leaves a mount or a read-only file.
 scratch=""
 if [ "$(id -u)" = 0 ] && [ -z "${BACKAZON_TEST_TMP:-}" ]; then
     scratch=$(mktemp -d /tmp/bz-tests.XXXXXX)
